@@ -1,0 +1,76 @@
+"""Neighborhood attention on CPU through the C++ kernels of ``csrc/na2d_cpu.cpp``."""
+
+from __future__ import annotations
+
+import torch
+
+from . import cpu_extension
+from .indices import axis_tables
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+
+def unsupported_reason(x: torch.Tensor) -> str | None:
+    """Why the CPU kernels cannot serve ``x`` (``None`` when they can)."""
+    if x.device.type != "cpu":
+        return f"tensor is on {x.device}, not CPU"
+    if x.dtype not in SUPPORTED_DTYPES:
+        return f"dtype {x.dtype} is not float32/float64"
+    if cpu_extension.load() is None:
+        return f"CPU extension {cpu_extension.status()}"
+    return None
+
+
+def _geometry(shape, kernel, dilation):
+    height, width = shape[1], shape[2]
+    rows = axis_tables(height, kernel[0], dilation[0]).as_tuple()
+    cols = axis_tables(width, kernel[1], dilation[1]).as_tuple()
+    return rows, cols, kernel[0], kernel[1], dilation[0], dilation[1]
+
+
+class CpuQK(torch.autograd.Function):
+    """C++ version of :class:`~.torch_backend.TorchQK`."""
+
+    @staticmethod
+    def forward(ctx, q, k, rpb, kernel, dilation, scale):
+        geometry = _geometry(q.shape, kernel, dilation)
+        ctx.save_for_backward(q, k)
+        ctx.geometry = geometry
+        ctx.scale = scale
+        ctx.with_rpb = rpb is not None
+        return cpu_extension.load().qk_forward(q, k, rpb, *geometry, scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k = ctx.saved_tensors
+        dq, dk, drpb = cpu_extension.load().qk_backward(
+            grad, q, k, ctx.with_rpb, *ctx.geometry, ctx.scale
+        )
+        return dq, dk, (drpb if ctx.with_rpb else None), None, None, None
+
+
+class CpuAV(torch.autograd.Function):
+    """C++ version of :class:`~.torch_backend.TorchAV`."""
+
+    @staticmethod
+    def forward(ctx, attn, v, kernel, dilation):
+        geometry = _geometry(v.shape, kernel, dilation)
+        ctx.save_for_backward(attn, v)
+        ctx.geometry = geometry
+        return cpu_extension.load().av_forward(attn, v, *geometry)
+
+    @staticmethod
+    def backward(ctx, grad):
+        attn, v = ctx.saved_tensors
+        dattn, dv = cpu_extension.load().av_backward(grad, attn, v, *ctx.geometry)
+        return dattn, dv, None, None
+
+
+def qk(q, k, rpb, kernel, dilation, scale):
+    """Neighborhood logits with the C++ CPU kernels."""
+    return CpuQK.apply(q, k, rpb, kernel, dilation, scale)
+
+
+def av(attn, v, kernel, dilation):
+    """Neighborhood weighted sum with the C++ CPU kernels."""
+    return CpuAV.apply(attn, v, kernel, dilation)

@@ -1,0 +1,279 @@
+"""Functional neighborhood attention: input checks and backend dispatch.
+
+Backends (see the package docstring for what each one is):
+
+===========  =========================================================  ==========
+name         serves                                                     rpb
+===========  =========================================================  ==========
+``torch``    any device/dtype, forward and backward                     yes
+``cpu``      CPU float32/float64 when the C++ extension is built        yes
+``natten``   CUDA, NATTEN >= 0.20 installed                             no
+``flex``     CUDA, ``torch.nn.attention.flex_attention`` (compiled)     yes
+===========  =========================================================  ==========
+
+``auto`` picks the first of natten -> flex -> cpu -> torch that can serve the call.
+The choice can be forced per call (``backend=``), per module (its ``backend``
+attribute) or process-wide (environment variable ``NATTK_NA_BACKEND``); a forced
+backend that cannot serve a call raises instead of silently falling back.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Union
+
+import torch
+
+from . import cpu_backend, flex_backend, natten_backend, torch_backend
+
+IntPair = Union[int, Sequence[int]]
+
+BACKENDS = ("auto", "natten", "flex", "cpu", "torch")
+ENV_VAR = "NATTK_NA_BACKEND"
+_AUTO_ORDER = ("natten", "flex", "cpu", "torch")
+_UNFUSED = ("cpu", "torch")
+
+
+def to_pair(value: IntPair, name: str) -> tuple[int, int]:
+    """Normalises an int or a per-axis pair to a tuple of two positive ints.
+
+    Raises:
+        ValueError: If ``value`` is not an int / pair of ints, or not positive.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int):
+        pair = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return pair
+
+
+def _check_tensor(name: str, x, like: Optional[torch.Tensor] = None) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 5:
+        raise ValueError(
+            f"{name} must be laid out [batch, height, width, heads, head_dim] (5-D), "
+            f"got shape {tuple(x.shape)}"
+        )
+    if like is not None:
+        if x.device != like.device or x.dtype != like.dtype:
+            raise ValueError(
+                f"{name} is {x.dtype} on {x.device} but q is {like.dtype} on {like.device}"
+            )
+
+
+def _check_map(x: torch.Tensor, kernel, dilation) -> None:
+    height, width = x.shape[1], x.shape[2]
+    if height < kernel[0] * dilation[0] or width < kernel[1] * dilation[1]:
+        raise ValueError(
+            f"kernel_size {kernel} x dilation {dilation} = "
+            f"{(kernel[0] * dilation[0], kernel[1] * dilation[1])} is larger than the "
+            f"feature map {(height, width)}; pad the input first "
+            "(NeighborhoodAttention2D pads small maps automatically)"
+        )
+
+
+def _check_rpb(rpb, q: torch.Tensor, kernel) -> None:
+    if rpb is None:
+        return
+    if not isinstance(rpb, torch.Tensor):
+        raise ValueError(f"rpb must be a torch.Tensor or None, got {type(rpb).__name__}")
+    if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
+        raise ValueError(f"rpb requires an odd kernel_size, got {kernel}")
+    expected = (q.shape[3], 2 * kernel[0] - 1, 2 * kernel[1] - 1)
+    if tuple(rpb.shape) != expected:
+        raise ValueError(
+            f"rpb must have shape [heads, 2*k-1, 2*k-1] = {expected}, got {tuple(rpb.shape)}"
+        )
+    if rpb.device != q.device or rpb.dtype != q.dtype:
+        raise ValueError(f"rpb is {rpb.dtype} on {rpb.device} but q is {q.dtype} on {q.device}")
+
+
+def unsupported_reason(backend: str, q: torch.Tensor, rpb: Optional[torch.Tensor]) -> Optional[str]:
+    """Why ``backend`` cannot serve a call on ``q`` (``None`` when it can)."""
+    if backend == "torch":
+        return None
+    if backend == "cpu":
+        return cpu_backend.unsupported_reason(q)
+    if backend == "flex":
+        return flex_backend.unsupported_reason(q)
+    if backend == "natten":
+        reason = natten_backend.unsupported_reason(q, rpb)
+        if reason is None and (q.shape[-1] % 8 or q.dtype not in (torch.float16, torch.bfloat16, torch.float32)):
+            reason = f"NATTEN needs head_dim % 8 == 0 and fp16/bf16/fp32, got {q.shape[-1]}, {q.dtype}"
+        return reason
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def resolve_backend(
+    backend: Optional[str], q: torch.Tensor, rpb: Optional[torch.Tensor], candidates=_AUTO_ORDER
+) -> str:
+    """Chooses the backend for one call.
+
+    Args:
+        backend: ``"auto"``/``None`` or a backend name. ``"auto"`` defers to the
+            ``NATTK_NA_BACKEND`` environment variable when it is set.
+        q: The query tensor (its device and dtype decide).
+        rpb: The bias table or ``None``.
+        candidates: Backends allowed for this kind of call, in ``auto`` order.
+
+    Raises:
+        ValueError: Unknown backend name.
+        RuntimeError: A forced backend that cannot serve the call.
+    """
+    name = backend or "auto"
+    if name == "auto":
+        name = os.environ.get(ENV_VAR, "auto") or "auto"
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name != "auto":
+        if name not in candidates:
+            raise RuntimeError(f"backend {name!r} cannot compute this op (choose from {candidates})")
+        reason = unsupported_reason(name, q, rpb)
+        if reason is not None:
+            raise RuntimeError(f"neighborhood-attention backend {name!r} cannot run this call: {reason}")
+        return name
+    for candidate in candidates:
+        if unsupported_reason(candidate, q, rpb) is None:
+            return candidate
+    return "torch"
+
+
+def na2d_qk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    kernel_size: IntPair,
+    dilation: IntPair = 1,
+    rpb: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+    backend: Optional[str] = "auto",
+) -> torch.Tensor:
+    """Neighborhood attention logits ``(scale * q) . k + rpb``.
+
+    Args:
+        q: ``[B, H, W, heads, D]`` queries.
+        k: Keys, shaped like ``q``.
+        kernel_size: Window size, int or ``(rows, cols)``.
+        dilation: Dilation, int or ``(rows, cols)``.
+        rpb: Optional ``[heads, 2*k_rows-1, 2*k_cols-1]`` relative position bias.
+        scale: Multiplies q before the dot product; default ``D ** -0.5``.
+        backend: ``"auto"``, ``"cpu"`` or ``"torch"``.
+
+    Returns:
+        ``[B, H, W, heads, k_rows * k_cols]`` logits, window slots in row-major order.
+    """
+    kernel, dil = to_pair(kernel_size, "kernel_size"), to_pair(dilation, "dilation")
+    _check_tensor("q", q)
+    _check_tensor("k", k, like=q)
+    if k.shape != q.shape:
+        raise ValueError(f"k must have the shape of q {tuple(q.shape)}, got {tuple(k.shape)}")
+    _check_map(q, kernel, dil)
+    _check_rpb(rpb, q, kernel)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    name = resolve_backend(backend, q, rpb, candidates=_UNFUSED)
+    impl = cpu_backend if name == "cpu" else torch_backend
+    return impl.qk(q, k, rpb, kernel, dil, scale)
+
+
+def na2d_av(
+    attn: torch.Tensor,
+    v: torch.Tensor,
+    kernel_size: IntPair,
+    dilation: IntPair = 1,
+    backend: Optional[str] = "auto",
+) -> torch.Tensor:
+    """Weighted sum of each query's neighborhood values.
+
+    Args:
+        attn: ``[B, H, W, heads, k_rows * k_cols]`` attention weights.
+        v: ``[B, H, W, heads, D]`` values.
+        kernel_size: Window size, int or ``(rows, cols)``.
+        dilation: Dilation, int or ``(rows, cols)``.
+        backend: ``"auto"``, ``"cpu"`` or ``"torch"``.
+
+    Returns:
+        ``[B, H, W, heads, D]``.
+    """
+    kernel, dil = to_pair(kernel_size, "kernel_size"), to_pair(dilation, "dilation")
+    _check_tensor("v", v)
+    _check_tensor("attn", attn, like=v)
+    expected = (*v.shape[:4], kernel[0] * kernel[1])
+    if tuple(attn.shape) != expected:
+        raise ValueError(f"attn must have shape {expected}, got {tuple(attn.shape)}")
+    _check_map(v, kernel, dil)
+    name = resolve_backend(backend, v, None, candidates=_UNFUSED)
+    impl = cpu_backend if name == "cpu" else torch_backend
+    return impl.av(attn, v, kernel, dil)
+
+
+def neighborhood_attention_2d(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kernel_size: IntPair,
+    dilation: IntPair = 1,
+    rpb: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+    backend: Optional[str] = "auto",
+) -> torch.Tensor:
+    """2-D (dilated) neighborhood attention with optional relative position bias.
+
+    Each query attends to the ``k_rows x k_cols`` keys of its dilation group nearest
+    to it, the window shifted inwards at the borders (NATTEN semantics; see
+    :mod:`.indices`): ``softmax((scale * q) . k + rpb) v``.
+
+    Args:
+        q: ``[B, H, W, heads, D]`` queries (NATTEN's fused layout).
+        k: Keys, shaped like ``q``.
+        v: Values, shaped like ``q``.
+        kernel_size: Window size, int or ``(rows, cols)``; odd when ``rpb`` is given.
+        dilation: Dilation, int or ``(rows, cols)``. ``kernel_size * dilation`` must
+            not exceed the map (the module pads small maps; this op does not).
+        rpb: Optional ``[heads, 2*k_rows-1, 2*k_cols-1]`` relative position bias.
+        scale: Multiplies q before the dot product; default ``D ** -0.5``.
+        backend: ``"auto"`` or one of ``"natten"``, ``"flex"``, ``"cpu"``, ``"torch"``.
+
+    Returns:
+        A tensor shaped like ``q``.
+
+    Raises:
+        ValueError: Malformed inputs (rank, shapes, dtypes, kernel/dilation, rpb).
+        RuntimeError: A forced backend that cannot serve the call.
+    """
+    kernel, dil = to_pair(kernel_size, "kernel_size"), to_pair(dilation, "dilation")
+    _check_tensor("q", q)
+    _check_tensor("k", k, like=q)
+    _check_tensor("v", v, like=q)
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(
+            f"q, k and v must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    _check_map(q, kernel, dil)
+    _check_rpb(rpb, q, kernel)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    name = resolve_backend(backend, q, rpb)
+    if name == "natten":
+        return natten_backend.attention(q, k, v, kernel, dil, scale)
+    if name == "flex":
+        return flex_backend.attention(q, k, v, kernel, dil, rpb, scale)
+    impl = cpu_backend if name == "cpu" else torch_backend
+    attn = impl.qk(q, k, rpb, kernel, dil, scale).softmax(dim=-1)
+    return impl.av(attn, v, kernel, dil)
+
+
+def backend_report(device: Union[str, torch.device] = "cpu") -> dict:
+    """``{backend: None or reason}`` for a float32 call with rpb (natten: without)."""
+    probe = torch.empty(1, 1, 1, 1, 8, device=device)
+    report = {}
+    for name in _AUTO_ORDER:
+        rpb = None if name == "natten" else probe
+        report[name] = unsupported_reason(name, probe, rpb)
+    return report

@@ -1,0 +1,151 @@
+"""Index tables that define (dilated) neighborhood attention along one axis.
+
+Every backend of the toolkit derives its neighborhoods from these tables, so the
+semantics live in exactly one place. They follow NATTEN (<= 0.17) exactly:
+
+* a query at position ``i`` belongs to the dilation group ``r = i % d`` and sits at
+  position ``g = i // d`` inside it; the group has ``L_r = ceil((L - r) / d)`` members;
+* its window starts at group position ``s = min(max(g - k // 2, 0), L_r - k)``, i.e. the
+  window is shifted inwards at the borders, never padded or masked, so every query
+  sees exactly ``k`` keys: ``j_t = (s + t) * d + r`` for ``t = 0 .. k - 1``;
+* the relative-position-bias index of key ``t`` is ``(k - 1) + (j_t - i) / d``, which
+  equals ``rpb_start + t`` with ``rpb_start = (k - 1) + s - g``.
+
+A 2-D neighborhood is the Cartesian product of the row and column neighborhoods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+
+@dataclass(frozen=True)
+class AxisTables:
+    """Neighborhood tables of one spatial axis (all ``int64`` CPU tensors).
+
+    Attributes:
+        length: Axis length ``L``.
+        kernel: Window size ``k`` along the axis.
+        dilation: Dilation ``d`` along the axis.
+        start: ``[L]`` first key position of each query's window.
+        rpb_start: ``[L]`` bias index of each query's first key.
+        inv_query: ``[L, M]`` for each key, the queries that attend to it (padded with 0).
+        inv_slot: ``[L, M]`` the window slot ``t`` that key occupies for that query.
+        inv_count: ``[L]`` number of valid entries in ``inv_query``/``inv_slot``.
+    """
+
+    length: int
+    kernel: int
+    dilation: int
+    start: torch.Tensor
+    rpb_start: torch.Tensor
+    inv_query: torch.Tensor
+    inv_slot: torch.Tensor
+    inv_count: torch.Tensor
+
+    def key_positions(self) -> torch.Tensor:
+        """``[L, k]`` key position of every (query, slot) pair."""
+        return self.start[:, None] + torch.arange(self.kernel) * self.dilation
+
+    def as_tuple(self) -> tuple[torch.Tensor, ...]:
+        """The five tables in the order the C++ extension expects."""
+        return (self.start, self.rpb_start, self.inv_query, self.inv_slot, self.inv_count)
+
+
+@lru_cache(maxsize=256)
+def axis_tables(length: int, kernel: int, dilation: int) -> AxisTables:
+    """Builds (and caches) the neighborhood tables of one axis.
+
+    Args:
+        length: Axis length; must be at least ``kernel * dilation``.
+        kernel: Window size along the axis (>= 1).
+        dilation: Dilation along the axis (>= 1).
+
+    Returns:
+        The axis' :class:`AxisTables`.
+    """
+    if kernel < 1 or dilation < 1:
+        raise ValueError(f"kernel ({kernel}) and dilation ({dilation}) must be positive")
+    if length < kernel * dilation:
+        raise ValueError(
+            f"axis length {length} is smaller than kernel_size * dilation = {kernel * dilation}"
+        )
+    pos = torch.arange(length)
+    group = pos % dilation
+    in_group = pos // dilation
+    group_len = (length - group + dilation - 1) // dilation
+    win = torch.minimum((in_group - kernel // 2).clamp(min=0), group_len - kernel)
+    start = win * dilation + group
+    rpb_start = (kernel - 1) + win - in_group
+
+    keys = (start[:, None] + torch.arange(kernel) * dilation).reshape(-1)
+    queries = pos.repeat_interleave(kernel)
+    slots = torch.arange(kernel).repeat(length)
+    order = torch.argsort(keys, stable=True)
+    keys, queries, slots = keys[order], queries[order], slots[order]
+    count = torch.bincount(keys, minlength=length)
+    offsets = torch.cumsum(count, 0) - count
+    rank = torch.arange(keys.numel()) - offsets[keys]
+    width = int(count.max())
+    inv_query = torch.zeros(length, width, dtype=torch.long)
+    inv_slot = torch.zeros(length, width, dtype=torch.long)
+    inv_query[keys, rank] = queries
+    inv_slot[keys, rank] = slots
+    return AxisTables(
+        length=length,
+        kernel=kernel,
+        dilation=dilation,
+        start=start.contiguous(),
+        rpb_start=rpb_start.contiguous(),
+        inv_query=inv_query,
+        inv_slot=inv_slot,
+        inv_count=count.contiguous(),
+    )
+
+
+@lru_cache(maxsize=128)
+def _grid_indices(
+    height: int, width: int, kernel: tuple[int, int], dilation: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = axis_tables(height, kernel[0], dilation[0])
+    cols = axis_tables(width, kernel[1], dilation[1])
+    key_rows = rows.key_positions()  # [H, k0]
+    key_cols = cols.key_positions()  # [W, k1]
+    keys = key_rows[:, None, :, None] * width + key_cols[None, :, None, :]
+    bias_width = 2 * kernel[1] - 1
+    bias_rows = rows.rpb_start[:, None] + torch.arange(kernel[0])
+    bias_cols = cols.rpb_start[:, None] + torch.arange(kernel[1])
+    bias = bias_rows[:, None, :, None] * bias_width + bias_cols[None, :, None, :]
+    n_keys = kernel[0] * kernel[1]
+    return keys.reshape(height, width, n_keys), bias.reshape(height, width, n_keys)
+
+
+def grid_indices(
+    height: int,
+    width: int,
+    kernel: tuple[int, int],
+    dilation: tuple[int, int],
+    device: torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat key and bias indices of every query of an ``height x width`` map.
+
+    Args:
+        height: Map height.
+        width: Map width.
+        kernel: ``(k_rows, k_cols)``.
+        dilation: ``(d_rows, d_cols)``.
+        device: Where to put the tensors.
+
+    Returns:
+        ``(keys, bias)``, both ``[height, width, k_rows * k_cols]`` int64, slots in
+        row-major window order (``t = t_row * k_cols + t_col``). ``keys`` indexes the
+        flattened map (``row * width + col``); ``bias`` indexes the flattened
+        ``[2 * k_rows - 1, 2 * k_cols - 1]`` bias table.
+    """
+    keys, bias = _grid_indices(height, width, tuple(kernel), tuple(dilation))
+    if device is not None and torch.device(device).type != "cpu":
+        keys, bias = keys.to(device), bias.to(device)
+    return keys, bias

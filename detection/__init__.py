@@ -1,0 +1,1 @@
+"""Detection adapter of nat-toolkit (filled in by its own issue)."""
