@@ -10,11 +10,12 @@ import torch
 
 from nattk.backbones.attention import (
     NeighborhoodAttention2D,
+    cpu_extension,
+    flex_backend,
     na2d_av,
     na2d_qk,
     neighborhood_attention_2d,
 )
-from nattk.backbones.attention import cpu_extension, flex_backend
 
 HAS_CPU_EXT = cpu_extension.load() is not None
 CPU_BACKENDS = ["torch"] + (["cpu"] if HAS_CPU_EXT else [])
@@ -55,8 +56,14 @@ def _random_case(rng: random.Random):
     height = kernel[0] * dilation[0] + rng.randint(0, 4)
     width = kernel[1] * dilation[1] + rng.randint(0, 4)
     return dict(
-        batch=rng.randint(1, 2), heads=rng.randint(1, 3), dim=rng.choice([2, 4, 5]),
-        height=height, width=width, kernel=kernel, dilation=dilation, rpb=rng.random() < 0.7,
+        batch=rng.randint(1, 2),
+        heads=rng.randint(1, 3),
+        dim=rng.choice([2, 4, 5]),
+        height=height,
+        width=width,
+        kernel=kernel,
+        dilation=dilation,
+        rpb=rng.random() < 0.7,
     )
 
 
@@ -103,7 +110,9 @@ def test_custom_scale_is_applied_to_q():
     q, k, v, rpb = _tensors(case)
     expected = naive_na2d(q, k, v, case["kernel"], case["dilation"], rpb, scale=0.37)
     for backend in CPU_BACKENDS:
-        out = neighborhood_attention_2d(q, k, v, case["kernel"], case["dilation"], rpb, 0.37, backend)
+        out = neighborhood_attention_2d(
+            q, k, v, case["kernel"], case["dilation"], rpb, 0.37, backend
+        )
         assert torch.allclose(out, expected, atol=1e-10, rtol=0)
 
 
@@ -117,14 +126,18 @@ def test_gradcheck(case, backend):
     def fn(*args):
         q_, k_, v_ = args[:3]
         rpb_ = args[3] if rpb is not None else None
-        return neighborhood_attention_2d(q_, k_, v_, small["kernel"], small["dilation"], rpb_, backend=backend)
+        return neighborhood_attention_2d(
+            q_, k_, v_, small["kernel"], small["dilation"], rpb_, backend=backend
+        )
 
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7)
 
 
 @pytest.mark.skipif(not HAS_CPU_EXT, reason="C++ CPU extension not built")
 def test_cpu_and_torch_backends_agree_on_gradients_fp32():
-    case = dict(batch=2, heads=2, dim=32, height=23, width=25, kernel=(7, 7), dilation=(2, 3), rpb=True)
+    case = dict(
+        batch=2, heads=2, dim=32, height=23, width=25, kernel=(7, 7), dilation=(2, 3), rpb=True
+    )
     grads = {}
     for backend in ("torch", "cpu"):
         q, k, v, rpb = _tensors(case, dtype=torch.float32, seed=3, requires_grad=True)
@@ -183,7 +196,9 @@ def test_agrees_with_natten_na2d_on_cpu():
         q, k, v, _ = _tensors(case, dtype=torch.float32)
         expected = natten.na2d(q, k, v, kernel_size=case["kernel"], dilation=case["dilation"])
         for backend in CPU_BACKENDS:
-            out = neighborhood_attention_2d(q, k, v, case["kernel"], case["dilation"], backend=backend)
+            out = neighborhood_attention_2d(
+                q, k, v, case["kernel"], case["dilation"], backend=backend
+            )
             assert torch.allclose(out, expected, atol=2e-5), (backend, case)
 
 
@@ -192,10 +207,18 @@ def test_agrees_with_natten_na2d_on_cpu():
 def test_flex_mask_and_bias_semantics_eager_cpu(case):
     """The flex backend's mask_mod/score_mod, run eagerly on CPU (forward only)."""
     q, k, v, rpb = _tensors(dict(case, dim=8), dtype=torch.float32)
-    expected = naive_na2d(q.double(), k.double(), v.double(), case["kernel"], case["dilation"],
-                          None if rpb is None else rpb.double())
+    expected = naive_na2d(
+        q.double(),
+        k.double(),
+        v.double(),
+        case["kernel"],
+        case["dilation"],
+        None if rpb is None else rpb.double(),
+    )
     with torch.no_grad():
-        out = flex_backend.attention(q, k, v, case["kernel"], case["dilation"], rpb, 8**-0.5, compiled=False)
+        out = flex_backend.attention(
+            q, k, v, case["kernel"], case["dilation"], rpb, 8**-0.5, compiled=False
+        )
     assert torch.allclose(out.double(), expected, atol=1e-5)
 
 
@@ -206,13 +229,23 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["flex", "natten", "torch"])
 def test_gpu_backends_match_reference(backend):
-    case = dict(batch=2, heads=2, dim=32, height=29, width=33, kernel=(7, 7), dilation=(2, 3),
-                rpb=backend != "natten")
+    case = dict(
+        batch=2,
+        heads=2,
+        dim=32,
+        height=29,
+        width=33,
+        kernel=(7, 7),
+        dilation=(2, 3),
+        rpb=backend != "natten",
+    )
     if backend == "natten":
         pytest.importorskip("natten")
     q, k, v, rpb = _tensors(case, dtype=torch.float32, requires_grad=True)
     ref = neighborhood_attention_2d(q, k, v, 7, (2, 3), rpb, backend="torch")
-    ref_grads = torch.autograd.grad(ref.square().sum(), [t for t in (q, k, v, rpb) if t is not None])
+    ref_grads = torch.autograd.grad(
+        ref.square().sum(), [t for t in (q, k, v, rpb) if t is not None]
+    )
     dev = [None if t is None else t.detach().cuda().requires_grad_(True) for t in (q, k, v, rpb)]
     out = neighborhood_attention_2d(*dev[:3], 7, (2, 3), dev[3], backend=backend)
     grads = torch.autograd.grad(out.square().sum(), [t for t in dev if t is not None])
@@ -225,14 +258,22 @@ def test_gpu_backends_match_reference(backend):
 def test_module_parameter_names_and_rpb_init():
     torch.manual_seed(0)
     layer = NeighborhoodAttention2D(64, 4, 7, dilation=2)
-    assert [n for n, _ in layer.named_parameters()] == ["rpb", "qkv.weight", "qkv.bias", "proj.weight", "proj.bias"]
+    assert [n for n, _ in layer.named_parameters()] == [
+        "rpb",
+        "qkv.weight",
+        "qkv.bias",
+        "proj.weight",
+        "proj.bias",
+    ]
     assert layer.rpb.shape == (4, 13, 13)
     assert 0.015 < layer.rpb.std().item() < 0.025 and layer.rpb.abs().max() <= 2.0
     no_bias = NeighborhoodAttention2D(64, 4, 7, rel_pos_bias=False)
     assert "rpb" not in dict(no_bias.named_parameters())
 
 
-@pytest.mark.parametrize("size,dilation", [((5, 9), 1), ((12, 30), 3), ((3, 3), 2), ((20, 10), (1, 2))])
+@pytest.mark.parametrize(
+    "size,dilation", [((5, 9), 1), ((12, 30), 3), ((3, 3), 2), ((20, 10), (1, 2))]
+)
 def test_module_pads_small_maps_like_natten_014(size, dilation):
     torch.manual_seed(0)
     layer = NeighborhoodAttention2D(16, 2, 5, dilation=dilation).double().eval()
@@ -288,7 +329,9 @@ def test_bad_arguments_raise_value_error(kwargs, match):
 
 def test_bad_layouts_raise_value_error():
     q, k, v = _qkv()
-    with pytest.raises(ValueError, match=r"q must be laid out \[batch, height, width, heads, head_dim\]"):
+    with pytest.raises(
+        ValueError, match=r"q must be laid out \[batch, height, width, heads, head_dim\]"
+    ):
         neighborhood_attention_2d(q[0], k, v, 3)
     with pytest.raises(ValueError, match="same shape"):
         neighborhood_attention_2d(q, k[:, :, :7], v, 3)

@@ -66,6 +66,11 @@ class CpuAV(torch.autograd.Function):
         return dattn, dv, None, None
 
 
+def attention(q, k, v, kernel, dilation, rpb, scale):
+    """Full neighborhood attention: C++ QK, ATen softmax, C++ AV."""
+    return av(qk(q, k, rpb, kernel, dilation, scale).softmax(dim=-1), v, kernel, dilation)
+
+
 def qk(q, k, rpb, kernel, dilation, scale):
     """Neighborhood logits with the C++ CPU kernels."""
     return CpuQK.apply(q, k, rpb, kernel, dilation, scale)

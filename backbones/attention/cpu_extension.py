@@ -55,7 +55,9 @@ def load(verbose: bool = False) -> ModuleType | None:
             verbose=verbose,
         )
     except Exception as exc:  # any compiler/linker failure means "not available"
-        _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        _error = (
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        )
         logger.warning("nattk: CPU neighborhood-attention kernels unavailable (%s)", _error)
         _module = None
     return _module

@@ -44,8 +44,10 @@ def to_pair(value: IntPair, name: str) -> tuple[int, int]:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):
         pair = (value, value)
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+    elif (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         pair = (int(value[0]), int(value[1]))
     else:
@@ -107,8 +109,12 @@ def unsupported_reason(backend: str, q: torch.Tensor, rpb: Optional[torch.Tensor
         return flex_backend.unsupported_reason(q)
     if backend == "natten":
         reason = natten_backend.unsupported_reason(q, rpb)
-        if reason is None and (q.shape[-1] % 8 or q.dtype not in (torch.float16, torch.bfloat16, torch.float32)):
-            reason = f"NATTEN needs head_dim % 8 == 0 and fp16/bf16/fp32, got {q.shape[-1]}, {q.dtype}"
+        if reason is None and (
+            q.shape[-1] % 8 or q.dtype not in (torch.float16, torch.bfloat16, torch.float32)
+        ):
+            reason = (
+                f"NATTEN needs head_dim % 8 == 0 and fp16/bf16/fp32, got {q.shape[-1]}, {q.dtype}"
+            )
         return reason
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
@@ -136,10 +142,14 @@ def resolve_backend(
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     if name != "auto":
         if name not in candidates:
-            raise RuntimeError(f"backend {name!r} cannot compute this op (choose from {candidates})")
+            raise RuntimeError(
+                f"backend {name!r} cannot compute this op (choose from {candidates})"
+            )
         reason = unsupported_reason(name, q, rpb)
         if reason is not None:
-            raise RuntimeError(f"neighborhood-attention backend {name!r} cannot run this call: {reason}")
+            raise RuntimeError(
+                f"neighborhood-attention backend {name!r} cannot run this call: {reason}"
+            )
         return name
     for candidate in candidates:
         if unsupported_reason(candidate, q, rpb) is None:
@@ -264,9 +274,10 @@ def neighborhood_attention_2d(
         return natten_backend.attention(q, k, v, kernel, dil, scale)
     if name == "flex":
         return flex_backend.attention(q, k, v, kernel, dil, rpb, scale)
-    impl = cpu_backend if name == "cpu" else torch_backend
-    attn = impl.qk(q, k, rpb, kernel, dil, scale).softmax(dim=-1)
-    return impl.av(attn, v, kernel, dil)
+    if name == "cpu":
+        return cpu_backend.attention(q, k, v, kernel, dil, rpb, scale)
+    attn = torch_backend.qk(q, k, rpb, kernel, dil, scale).softmax(dim=-1)
+    return torch_backend.av(attn, v, kernel, dil)
 
 
 def backend_report(device: Union[str, torch.device] = "cpu") -> dict:

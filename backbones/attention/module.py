@@ -84,7 +84,9 @@ class NeighborhoodAttention2D(nn.Module):
         q, k, v = qkv.unbind(3)
         if self.training and self.attn_drop.p > 0:
             # Fused kernels cannot drop attention weights: run QK, softmax, AV apart.
-            attn = na2d_qk(q, k, self.kernel_size, self.dilation, self.rpb, self.scale, self._unfused())
+            attn = na2d_qk(
+                q, k, self.kernel_size, self.dilation, self.rpb, self.scale, self._unfused()
+            )
             attn = self.attn_drop(attn.softmax(dim=-1))
             out = na2d_av(attn, v, self.kernel_size, self.dilation, self._unfused())
         else:
@@ -103,7 +105,9 @@ class NeighborhoodAttention2D(nn.Module):
         x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         qkv = self.qkv(x).reshape(*x.shape[:3], 3, self.num_heads, self.head_dim)
         q, k, _ = qkv.unbind(3)
-        logits = na2d_qk(q, k, self.kernel_size, self.dilation, self.rpb, self.scale, self._unfused())
+        logits = na2d_qk(
+            q, k, self.kernel_size, self.dilation, self.rpb, self.scale, self._unfused()
+        )
         return logits.softmax(dim=-1)
 
     def _unfused(self) -> str:

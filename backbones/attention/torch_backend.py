@@ -72,7 +72,9 @@ class TorchQK(torch.autograd.Function):
         dk = torch.zeros_like(k_flat)
         for rows in _row_chunks(q, n_keys):
             g = grad[:, rows]
-            dq[:, rows] = torch.einsum("bhwnk,bhwknd->bhwnd", g, _gather(k_flat, keys[rows])) * scale
+            dq[:, rows] = (
+                torch.einsum("bhwnk,bhwknd->bhwnd", g, _gather(k_flat, keys[rows])) * scale
+            )
             contrib = torch.einsum("bhwnk,bhwnd->bhwknd", g, q[:, rows] * scale)
             _scatter_add(dk, keys[rows], contrib)
         drpb = None
@@ -94,7 +96,9 @@ class TorchAV(torch.autograd.Function):
         v_flat = v.reshape(batch, height * width, heads, dim)
         out = torch.empty_like(v)
         for rows in _row_chunks(v, keys.shape[-1]):
-            out[:, rows] = torch.einsum("bhwnk,bhwknd->bhwnd", attn[:, rows], _gather(v_flat, keys[rows]))
+            out[:, rows] = torch.einsum(
+                "bhwnk,bhwknd->bhwnd", attn[:, rows], _gather(v_flat, keys[rows])
+            )
         ctx.save_for_backward(attn, v)
         ctx.geometry = (kernel, dilation)
         return out

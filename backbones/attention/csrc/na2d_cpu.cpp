@@ -18,6 +18,8 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace {
@@ -46,18 +48,94 @@ Axis make_axis(const std::vector<at::Tensor>& tables, int64_t kernel, int64_t di
               tables[4].data_ptr<int64_t>()};
 }
 
-template <typename T>
+// DIM > 0 fixes the head dimension at compile time (fully unrolled, vectorised
+// loops); DIM == 0 is the generic runtime-sized version.
+template <int DIM>
+inline int64_t head_dim(int64_t runtime) {
+  return DIM > 0 ? DIM : runtime;
+}
+
+template <int DIM, typename T>
 inline T dot(const T* a, const T* b, int64_t n) {
+  const int64_t len = head_dim<DIM>(n);
   T acc = 0;
 #pragma omp simd reduction(+ : acc)
-  for (int64_t d = 0; d < n; ++d) acc += a[d] * b[d];
+  for (int64_t d = 0; d < len; ++d) acc += a[d] * b[d];
   return acc;
 }
 
-template <typename T>
+template <int DIM, typename T>
 inline void axpy(T alpha, const T* x, T* y, int64_t n) {
+  const int64_t len = head_dim<DIM>(n);
 #pragma omp simd
-  for (int64_t d = 0; d < n; ++d) y[d] += alpha * x[d];
+  for (int64_t d = 0; d < len; ++d) y[d] += alpha * x[d];
+}
+
+// Runs body.template operator()<DIM>() with DIM matching `dim` when it is one of
+// the head dims of the published models (and common powers of two).
+template <typename Body>
+void dispatch_head_dim(int64_t dim, Body&& body) {
+  switch (dim) {
+    case 16: body.template operator()<16>(); break;
+    case 24: body.template operator()<24>(); break;
+    case 32: body.template operator()<32>(); break;
+    case 48: body.template operator()<48>(); break;
+    case 64: body.template operator()<64>(); break;
+    default: body.template operator()<0>(); break;
+  }
+}
+
+// out[c] = q . x[c] for `count` rows x[c] = base + c * step, four rows at a time
+// so the FMA chains are independent and q is loaded once per group.
+template <int DIM, typename T>
+inline void dots(const T* q, const T* base, int64_t step, int64_t count, T* out, int64_t n) {
+  const int64_t len = head_dim<DIM>(n);
+  int64_t c = 0;
+  for (; c + 4 <= count; c += 4) {
+    const T *x0 = base + c * step, *x1 = x0 + step, *x2 = x1 + step, *x3 = x2 + step;
+    T a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+    for (int64_t d = 0; d < len; ++d) {
+      const T qd = q[d];
+      a0 += qd * x0[d];
+      a1 += qd * x1[d];
+      a2 += qd * x2[d];
+      a3 += qd * x3[d];
+    }
+    out[c] = a0;
+    out[c + 1] = a1;
+    out[c + 2] = a2;
+    out[c + 3] = a3;
+  }
+  for (; c < count; ++c) out[c] = dot<DIM>(q, base + c * step, len);
+}
+
+// acc += sum_c w[c] * x[c] for rows x[c] = base + c * step.
+template <int DIM, typename T>
+inline void axpys(const T* w, const T* base, int64_t step, int64_t count, T* acc, int64_t n) {
+  const int64_t len = head_dim<DIM>(n);
+  int64_t c = 0;
+  for (; c + 4 <= count; c += 4) {
+    const T *x0 = base + c * step, *x1 = x0 + step, *x2 = x1 + step, *x3 = x2 + step;
+    const T w0 = w[c], w1 = w[c + 1], w2 = w[c + 2], w3 = w[c + 3];
+#pragma omp simd
+    for (int64_t d = 0; d < len; ++d) acc[d] += w0 * x0[d] + w1 * x1[d] + w2 * x2[d] + w3 * x3[d];
+  }
+  for (; c < count; ++c) axpy<DIM>(w[c], base + c * step, acc, len);
+}
+
+// acc += sum_c w[c] * x[c] for arbitrary rows x[c].
+template <int DIM, typename T>
+inline void axpy_list(const T* w, const T* const* x, int64_t count, T* acc, int64_t n) {
+  const int64_t len = head_dim<DIM>(n);
+  int64_t c = 0;
+  for (; c + 4 <= count; c += 4) {
+    const T *x0 = x[c], *x1 = x[c + 1], *x2 = x[c + 2], *x3 = x[c + 3];
+    const T w0 = w[c], w1 = w[c + 1], w2 = w[c + 2], w3 = w[c + 3];
+#pragma omp simd
+    for (int64_t d = 0; d < len; ++d) acc[d] += w0 * x0[d] + w1 * x1[d] + w2 * x2[d] + w3 * x3[d];
+  }
+  for (; c < count; ++c) axpy<DIM>(w[c], x[c], acc, len);
 }
 
 constexpr int64_t kGrain = 16;
@@ -81,6 +159,19 @@ inline void for_each_key(const Problem& p, int64_t n, Fn&& fn) {
     for (int64_t tc = 0; tc < p.cols.kernel; ++tc) {
       fn(tr * p.cols.kernel + tc, row + sc + tc * p.cols.dilation);
     }
+  }
+}
+
+// Calls fn(first_slot, first_key_token, key_step, count) for each window row of
+// query token n: its keys are first_key + c * key_step for c < count.
+template <typename Fn>
+inline void for_each_key_row(const Problem& p, int64_t n, Fn&& fn) {
+  const int64_t plane = p.height * p.width;
+  const int64_t b = n / plane, i = (n / p.width) % p.height, j = n % p.width;
+  const int64_t sr = p.rows.start[i], sc = p.cols.start[j];
+  for (int64_t tr = 0; tr < p.rows.kernel; ++tr) {
+    const int64_t row = b * plane + (sr + tr * p.rows.dilation) * p.width;
+    fn(tr * p.cols.kernel, row + sc, p.cols.dilation, p.cols.kernel);
   }
 }
 
@@ -118,6 +209,93 @@ void check_same(const at::Tensor& a, const at::Tensor& b, const char* what) {
   TORCH_CHECK(a.scalar_type() == b.scalar_type(), what, ": dtype mismatch");
 }
 
+// ---------------------------------------------------------------- building blocks
+// Each works on one (token, head) pair; `ts` is the token stride heads * D.
+
+// logits[t] = (scale * q) . k[key_t] (+ rpb), for the window of query token n.
+template <int DIM, typename T>
+inline void window_logits(const Problem& p, int64_t n, int64_t h, const T* qp, const T* kp, const T* bias,
+                          T scale, T* qs, T* logits) {
+  const int64_t D = head_dim<DIM>(p.dim), ts = p.token_stride();
+  const T* qn = qp + n * ts + h * D;
+  for (int64_t d = 0; d < D; ++d) qs[d] = qn[d] * scale;
+  for_each_key_row(p, n, [&](int64_t t0, int64_t key0, int64_t step, int64_t count) {
+    dots<DIM>(qs, kp + key0 * ts + h * D, step * ts, count, logits + t0, D);
+  });
+  if (bias) {
+    const int64_t i = (n / p.width) % p.height, j = n % p.width;
+    const int64_t br = p.rows.rpb_start[i], bc = p.cols.rpb_start[j];
+    const int64_t bias_w = 2 * p.cols.kernel - 1;
+    const T* bh = bias + h * (2 * p.rows.kernel - 1) * bias_w;
+    for (int64_t tr = 0; tr < p.rows.kernel; ++tr)
+      for (int64_t tc = 0; tc < p.cols.kernel; ++tc)
+        logits[tr * p.cols.kernel + tc] += bh[(br + tr) * bias_w + bc + tc];
+  }
+}
+
+// acc = sum_t w[t] x[key_t] over the window of query token n (x: values or keys).
+template <int DIM, typename T>
+inline void window_weighted_sum(const Problem& p, int64_t n, int64_t h, const T* w, const T* xp, T* acc) {
+  const int64_t D = head_dim<DIM>(p.dim), ts = p.token_stride();
+  std::fill(acc, acc + D, T(0));
+  for_each_key_row(p, n, [&](int64_t t0, int64_t key0, int64_t step, int64_t count) {
+    axpys<DIM>(w + t0, xp + key0 * ts + h * D, step * ts, count, acc, D);
+  });
+}
+
+// acc = sum over the queries n attending to key token m of w[n, h, slot] x[n, h].
+// `w_rows`/`ptrs` are per-thread scratch of size rows.inv_width * cols.inv_width.
+template <int DIM, typename T>
+inline void inverse_weighted_sum(const Problem& p, int64_t m, int64_t h, const T* w, const T* xp, T* acc,
+                                 T* w_rows, const T** ptrs) {
+  const int64_t D = head_dim<DIM>(p.dim), ts = p.token_stride();
+  int64_t count = 0;
+  for_each_query(p, m, [&](int64_t n, int64_t t) {
+    w_rows[count] = w[(n * p.heads + h) * p.n_keys + t];
+    ptrs[count++] = xp + n * ts + h * D;
+  });
+  std::fill(acc, acc + D, T(0));
+  axpy_list<DIM>(w_rows, ptrs, count, acc, D);
+}
+
+// Gradient of the bias table, accumulated in one buffer per thread and summed at
+// the end (no races, no serial pass over the map).
+template <typename T>
+class BiasGrad {
+ public:
+  BiasGrad(const Problem& p, bool enabled)
+      : p_(p), width_(2 * p.cols.kernel - 1), size_(p.heads * (2 * p.rows.kernel - 1) * width_),
+        buffers_(enabled ? at::get_num_threads() * size_ : 0, T(0)) {}
+
+  bool enabled() const { return !buffers_.empty(); }
+
+  // Adds g[t] (the logit gradients of query token n, head h) to the thread's buffer.
+  void add(int64_t n, int64_t h, const T* g) {
+    T* local = buffers_.data() + at::get_thread_num() * size_ + h * (size_ / p_.heads);
+    const int64_t i = (n / p_.width) % p_.height, j = n % p_.width;
+    const int64_t br = p_.rows.rpb_start[i], bc = p_.cols.rpb_start[j], kc = p_.cols.kernel;
+    for (int64_t tr = 0; tr < p_.rows.kernel; ++tr) {
+      T* row = local + (br + tr) * width_ + bc;
+      const T* gr = g + tr * kc;
+      for (int64_t tc = 0; tc < kc; ++tc) row[tc] += gr[tc];
+    }
+  }
+
+  void reduce_into(T* out) const {
+    for (size_t offset = 0; offset < buffers_.size(); offset += size_)
+      for (int64_t e = 0; e < size_; ++e) out[e] += buffers_[offset + e];
+  }
+
+ private:
+  const Problem& p_;
+  int64_t width_, size_;
+  std::vector<T> buffers_;
+};
+
+// ---------------------------------------------------------------- operators
+// The full op is qk_forward -> softmax (ATen's vectorised kernel) -> av_forward.
+// A fused single-pass variant was measured slower on AVX2 (scalar exp), so the
+// toolkit keeps this one path.
 // logits[n, h, t] = (scale * q[n, h]) . k[key_t(n), h] + rpb[h, bias_t(n)]
 at::Tensor qk_forward(const at::Tensor& q_in, const at::Tensor& k_in, const c10::optional<at::Tensor>& rpb_in,
                       const std::vector<at::Tensor>& row_tables, const std::vector<at::Tensor>& col_tables,
@@ -129,32 +307,18 @@ at::Tensor qk_forward(const at::Tensor& q_in, const at::Tensor& k_in, const c10:
   if (rpb_in.has_value()) rpb = rpb_in->contiguous();
   auto out = at::empty({p.batch, p.height, p.width, p.heads, p.n_keys}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "na2d_qk_forward", [&] {
-    const scalar_t* qp = q.data_ptr<scalar_t>();
-    const scalar_t* kp = k.data_ptr<scalar_t>();
-    const scalar_t* bp = rpb.defined() ? rpb.data_ptr<scalar_t>() : nullptr;
-    scalar_t* op = out.data_ptr<scalar_t>();
-    const scalar_t s = static_cast<scalar_t>(scale);
-    const int64_t bias_w = 2 * kc - 1, bias_hw = (2 * kr - 1) * bias_w;
-    at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> qs(p.dim);
-      for (int64_t n = begin; n < end; ++n) {
-        const int64_t i = (n / p.width) % p.height, j = n % p.width;
-        const int64_t br = p.rows.rpb_start[i], bc = p.cols.rpb_start[j];
-        for (int64_t h = 0; h < p.heads; ++h) {
-          const scalar_t* qn = qp + n * p.token_stride() + h * p.dim;
-          for (int64_t d = 0; d < p.dim; ++d) qs[d] = qn[d] * s;
-          scalar_t* on = op + (n * p.heads + h) * p.n_keys;
-          for_each_key(p, n, [&](int64_t t, int64_t key) {
-            on[t] = dot(qs.data(), kp + key * p.token_stride() + h * p.dim, p.dim);
-          });
-          if (bp) {
-            const scalar_t* bh = bp + h * bias_hw;
-            for (int64_t tr = 0; tr < kr; ++tr)
-              for (int64_t tc = 0; tc < kc; ++tc)
-                on[tr * kc + tc] += bh[(br + tr) * bias_w + bc + tc];
-          }
-        }
-      }
+    using T = scalar_t;
+    const T *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>();
+    const T* bp = rpb.defined() ? rpb.data_ptr<T>() : nullptr;
+    T* op = out.data_ptr<T>();
+    dispatch_head_dim(p.dim, [&]<int DIM>() {
+      at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
+        std::vector<T> qs(p.dim);
+        for (int64_t n = begin; n < end; ++n)
+          for (int64_t h = 0; h < p.heads; ++h)
+            window_logits<DIM>(p, n, h, qp, kp, bp, static_cast<T>(scale), qs.data(),
+                               op + (n * p.heads + h) * p.n_keys);
+      });
     });
   });
   return out;
@@ -169,56 +333,40 @@ std::vector<at::Tensor> qk_backward(const at::Tensor& grad_in, const at::Tensor&
   check_same(q_in, grad_in, "na2d_qk_backward");
   const auto g = grad_in.contiguous(), q = q_in.contiguous(), k = k_in.contiguous();
   const Problem p = make_problem(q, kr * kc, row_tables, col_tables, kr, kc, dr, dc);
-  auto dq = at::zeros_like(q), dk = at::zeros_like(k);
+  auto dq = at::empty_like(q), dk = at::empty_like(k);
   at::Tensor drpb;
   if (with_rpb) drpb = at::zeros({p.heads, 2 * kr - 1, 2 * kc - 1}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "na2d_qk_backward", [&] {
-    const scalar_t* gp = g.data_ptr<scalar_t>();
-    const scalar_t* qp = q.data_ptr<scalar_t>();
-    const scalar_t* kp = k.data_ptr<scalar_t>();
-    scalar_t* dqp = dq.data_ptr<scalar_t>();
-    scalar_t* dkp = dk.data_ptr<scalar_t>();
-    const scalar_t s = static_cast<scalar_t>(scale);
-    const int64_t ts = p.token_stride();
-    // dq[n] = scale * sum_t g[n, t] k[key_t]
-    at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n) {
-        for (int64_t h = 0; h < p.heads; ++h) {
-          const scalar_t* gn = gp + (n * p.heads + h) * p.n_keys;
-          scalar_t* dqn = dqp + n * ts + h * p.dim;
-          for_each_key(p, n, [&](int64_t t, int64_t key) {
-            axpy(gn[t] * s, kp + key * ts + h * p.dim, dqn, p.dim);
-          });
-        }
-      }
-    });
-    // dk[m] = scale * sum over queries n attending to m of g[n, t] q[n]
-    at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t m = begin; m < end; ++m) {
-        for (int64_t h = 0; h < p.heads; ++h) {
-          scalar_t* dkm = dkp + m * ts + h * p.dim;
-          for_each_query(p, m, [&](int64_t n, int64_t t) {
-            axpy(gp[(n * p.heads + h) * p.n_keys + t] * s, qp + n * ts + h * p.dim, dkm, p.dim);
-          });
-        }
-      }
-    });
-    if (with_rpb) {
-      scalar_t* dbp = drpb.data_ptr<scalar_t>();
-      const int64_t bias_w = 2 * kc - 1, bias_hw = (2 * kr - 1) * bias_w;
-      at::parallel_for(0, p.heads, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t h = begin; h < end; ++h) {
-          scalar_t* dbh = dbp + h * bias_hw;
-          for (int64_t n = 0; n < p.tokens(); ++n) {
-            const int64_t i = (n / p.width) % p.height, j = n % p.width;
-            const int64_t br = p.rows.rpb_start[i], bc = p.cols.rpb_start[j];
-            const scalar_t* gn = gp + (n * p.heads + h) * p.n_keys;
-            for (int64_t tr = 0; tr < kr; ++tr)
-              for (int64_t tc = 0; tc < kc; ++tc) dbh[(br + tr) * bias_w + bc + tc] += gn[tr * kc + tc];
+    using T = scalar_t;
+    const T *gp = g.data_ptr<T>(), *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>();
+    T *dqp = dq.data_ptr<T>(), *dkp = dk.data_ptr<T>();
+    const T s = static_cast<T>(scale);
+    BiasGrad<T> bias_grad(p, with_rpb);
+    dispatch_head_dim(p.dim, [&]<int DIM>() {
+      const int64_t D = head_dim<DIM>(p.dim), ts = p.token_stride();
+      at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n)
+          for (int64_t h = 0; h < p.heads; ++h) {
+            const T* gn = gp + (n * p.heads + h) * p.n_keys;
+            if (bias_grad.enabled()) bias_grad.add(n, h, gn);
+            T* dqn = dqp + n * ts + h * D;
+            window_weighted_sum<DIM>(p, n, h, gn, kp, dqn);
+            for (int64_t d = 0; d < D; ++d) dqn[d] *= s;
           }
-        }
       });
-    }
+      at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
+        const int64_t scratch = p.rows.inv_width * p.cols.inv_width;
+        std::vector<T> w_rows(scratch);
+        std::vector<const T*> ptrs(scratch);
+        for (int64_t m = begin; m < end; ++m)
+          for (int64_t h = 0; h < p.heads; ++h) {
+            T* dkm = dkp + m * ts + h * D;
+            inverse_weighted_sum<DIM>(p, m, h, gp, qp, dkm, w_rows.data(), ptrs.data());
+            for (int64_t d = 0; d < D; ++d) dkm[d] *= s;
+          }
+      });
+    });
+    if (with_rpb) bias_grad.reduce_into(drpb.data_ptr<T>());
   });
   return {dq, dk, drpb};
 }
@@ -229,20 +377,18 @@ at::Tensor av_forward(const at::Tensor& attn_in, const at::Tensor& v_in, const s
   check_same(attn_in, v_in, "na2d_av");
   const auto a = attn_in.contiguous(), v = v_in.contiguous();
   const Problem p = make_problem(v, kr * kc, row_tables, col_tables, kr, kc, dr, dc);
-  auto out = at::zeros_like(v);
+  auto out = at::empty_like(v);
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "na2d_av_forward", [&] {
-    const scalar_t* ap = a.data_ptr<scalar_t>();
-    const scalar_t* vp = v.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    const int64_t ts = p.token_stride();
-    at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n) {
-        for (int64_t h = 0; h < p.heads; ++h) {
-          const scalar_t* an = ap + (n * p.heads + h) * p.n_keys;
-          scalar_t* on = op + n * ts + h * p.dim;
-          for_each_key(p, n, [&](int64_t t, int64_t key) { axpy(an[t], vp + key * ts + h * p.dim, on, p.dim); });
-        }
-      }
+    using T = scalar_t;
+    const T *ap = a.data_ptr<T>(), *vp = v.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+    dispatch_head_dim(p.dim, [&]<int DIM>() {
+      const int64_t D = head_dim<DIM>(p.dim), ts = p.token_stride();
+      at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n)
+          for (int64_t h = 0; h < p.heads; ++h)
+            window_weighted_sum<DIM>(p, n, h, ap + (n * p.heads + h) * p.n_keys, vp, op + n * ts + h * D);
+      });
     });
   });
   return out;
@@ -257,34 +403,30 @@ std::vector<at::Tensor> av_backward(const at::Tensor& grad_in, const at::Tensor&
   check_same(grad_in, v_in, "na2d_av_backward");
   const auto g = grad_in.contiguous(), a = attn_in.contiguous(), v = v_in.contiguous();
   const Problem p = make_problem(v, kr * kc, row_tables, col_tables, kr, kc, dr, dc);
-  auto dattn = at::empty_like(a), dv = at::zeros_like(v);
+  auto dattn = at::empty_like(a), dv = at::empty_like(v);
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "na2d_av_backward", [&] {
-    const scalar_t* gp = g.data_ptr<scalar_t>();
-    const scalar_t* ap = a.data_ptr<scalar_t>();
-    const scalar_t* vp = v.data_ptr<scalar_t>();
-    scalar_t* dap = dattn.data_ptr<scalar_t>();
-    scalar_t* dvp = dv.data_ptr<scalar_t>();
-    const int64_t ts = p.token_stride();
-    // dattn[n, t] = dout[n] . v[key_t]
-    at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n) {
-        for (int64_t h = 0; h < p.heads; ++h) {
-          const scalar_t* gn = gp + n * ts + h * p.dim;
-          scalar_t* dan = dap + (n * p.heads + h) * p.n_keys;
-          for_each_key(p, n, [&](int64_t t, int64_t key) { dan[t] = dot(gn, vp + key * ts + h * p.dim, p.dim); });
-        }
-      }
-    });
-    // dv[m] = sum over queries n attending to m of attn[n, t] dout[n]
-    at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t m = begin; m < end; ++m) {
-        for (int64_t h = 0; h < p.heads; ++h) {
-          scalar_t* dvm = dvp + m * ts + h * p.dim;
-          for_each_query(p, m, [&](int64_t n, int64_t t) {
-            axpy(ap[(n * p.heads + h) * p.n_keys + t], gp + n * ts + h * p.dim, dvm, p.dim);
-          });
-        }
-      }
+    using T = scalar_t;
+    const T *gp = g.data_ptr<T>(), *ap = a.data_ptr<T>(), *vp = v.data_ptr<T>();
+    T *dap = dattn.data_ptr<T>(), *dvp = dv.data_ptr<T>();
+    dispatch_head_dim(p.dim, [&]<int DIM>() {
+      const int64_t D = head_dim<DIM>(p.dim), ts = p.token_stride();
+      at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n)
+          for (int64_t h = 0; h < p.heads; ++h) {
+            T* dan = dap + (n * p.heads + h) * p.n_keys;
+            for_each_key_row(p, n, [&](int64_t t0, int64_t key0, int64_t step, int64_t count) {
+              dots<DIM>(gp + n * ts + h * D, vp + key0 * ts + h * D, step * ts, count, dan + t0, D);
+            });
+          }
+      });
+      at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
+        const int64_t scratch = p.rows.inv_width * p.cols.inv_width;
+        std::vector<T> w_rows(scratch);
+        std::vector<const T*> ptrs(scratch);
+        for (int64_t m = begin; m < end; ++m)
+          for (int64_t h = 0; h < p.heads; ++h)
+            inverse_weighted_sum<DIM>(p, m, h, ap, gp, dvp + m * ts + h * D, w_rows.data(), ptrs.data());
+      });
     });
   });
   return {dattn, dv};

@@ -1,0 +1,44 @@
+"""Makes MMEngine 0.10.7 work on torch >= 2.6 without disabling weights-only loading.
+
+torch 2.6 made ``torch.load(weights_only=True)`` the default. MMEngine's resume loads
+its own training checkpoints, which pickle a few non-tensor objects (numpy arrays and
+scalars in the message hub, ``HistoryBuffer``), so ``--resume`` fails with
+``UnpicklingError: Weights only load failed``. Instead of turning weights-only
+loading off, :func:`checkpoint_allowlist` allow-lists exactly those globals for the
+duration of a ``with`` block (our ``tools/train.py`` wraps the run in it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+
+def mmengine_checkpoint_globals() -> list:
+    """The globals an MMEngine training checkpoint contains besides tensors."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    dtype_classes = {
+        type(np.dtype(t))
+        for t in (np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_)
+    }
+    return [
+        np.dtype,
+        np.ndarray,
+        multiarray.scalar,
+        multiarray._reconstruct,
+        HistoryBuffer,
+        getattr,  # numpy uses it to rebuild scalars; only reachable from the globals above
+        *sorted(dtype_classes, key=lambda c: c.__name__),
+    ]
+
+
+@contextlib.contextmanager
+def checkpoint_allowlist() -> Iterator[None]:
+    """Within the block, weights-only ``torch.load`` accepts MMEngine checkpoints."""
+    import torch
+
+    with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
+        yield
