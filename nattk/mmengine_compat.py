@@ -15,11 +15,24 @@ from typing import Iterator
 
 
 def mmengine_checkpoint_globals() -> list:
-    """The globals an MMEngine training checkpoint contains besides tensors."""
+    """The globals an MMEngine training checkpoint contains besides tensors.
+
+    numpy's array/scalar reconstructors are listed under both module names
+    (``numpy._core`` since numpy 2, ``numpy.core`` before), so a checkpoint written
+    with either numpy loads with the other.
+    """
+    import importlib
+
     import numpy as np
     from mmengine.logging import HistoryBuffer
 
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    name = "numpy._core.multiarray" if np.__version__ >= "2" else "numpy.core.multiarray"
+    multiarray = importlib.import_module(name)
+    reconstructors = [
+        (getattr(multiarray, attr), f"{module}.multiarray.{attr}")
+        for attr in ("scalar", "_reconstruct")
+        for module in ("numpy._core", "numpy.core")
+    ]
     dtype_classes = {
         type(np.dtype(t))
         for t in (np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_)
@@ -27,10 +40,9 @@ def mmengine_checkpoint_globals() -> list:
     return [
         np.dtype,
         np.ndarray,
-        multiarray.scalar,
-        multiarray._reconstruct,
         HistoryBuffer,
         getattr,  # numpy uses it to rebuild scalars; only reachable from the globals above
+        *reconstructors,
         *sorted(dtype_classes, key=lambda c: c.__name__),
     ]
 

@@ -310,7 +310,18 @@ def run_shape(shape: Shape, args, device, dtype) -> list[Result]:
             )
         )
 
-    if args.natten and shape.dilation * kk <= min(shape.height, shape.width):
+    if args.natten and device.type == "cpu" and dense_gb * 3 > args.dense_limit_gb:
+        # NATTEN's CPU path (eager flex_attention) materialises the N×N scores too.
+        results.append(
+            Result(
+                shape.name,
+                "",
+                shape.dilation,
+                "natten.na2d (no rpb)",
+                note=f"skipped: CPU NATTEN materialises {dense_gb:.1f} GiB of scores",
+            )
+        )
+    elif args.natten:
         try:
             import natten
 

@@ -40,7 +40,7 @@ PY
 build_cpu_extension() {
     # Never fatal: without a working compiler the attention op falls back to
     # its pure-PyTorch backend (tools/collect_env.py reports which is active).
-    "$VENV/bin/python" -m nattk.backbones.attention.cpu_extension || log "CPU extension not built; the 'torch' backend will be used"
+    "$VENV/bin/python" -c "from nattk.backbones.attention import cpu_extension as c; raise SystemExit(c.main())" || log "CPU extension not built; the 'torch' backend will be used"
 }
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(inputs_hash)" ]] && env_imports; then

@@ -8,7 +8,8 @@ compiled on first use (about a minute). Where no compiler works, :func:`load`
 returns ``None``, the ``cpu`` backend reports itself unavailable and ``auto``
 falls back to the pure-PyTorch backend. ``NATTK_CPU_EXTENSION=0`` disables it.
 
-Run ``python -m nattk.backbones.attention.cpu_extension`` to (re)build and report.
+Run ``python -c "from nattk.backbones.attention import cpu_extension as c; c.main()"``
+to (re)build and report.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ def status() -> str:
     return f"unavailable: {_error}"
 
 
-if __name__ == "__main__":
+def main() -> int:
+    """Builds (if needed) and reports; exit status 0 when the kernels load."""
     print(f"nattk CPU neighborhood-attention kernels: {status()}")
-    raise SystemExit(0 if _module is not None else 1)
+    return 0 if _module is not None else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
