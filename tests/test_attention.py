@@ -367,3 +367,26 @@ def test_auto_uses_cpu_kernels_for_fp32_and_torch_for_bf16():
     q = torch.randn(1, 8, 8, 2, 4)
     assert resolve_backend("auto", q, None) == ("cpu" if HAS_CPU_EXT else "torch")
     assert resolve_backend("auto", q.bfloat16(), None) == "torch"
+
+
+def test_without_cpu_extension_auto_falls_back_to_torch_and_says_why(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from nattk.backbones.attention import backend_report, neighborhood_attention_2d, resolve_backend\n"
+        "q = torch.randn(1, 8, 8, 2, 4)\n"
+        "print(resolve_backend('auto', q, None))\n"
+        "print(backend_report()['cpu'])\n"
+        "print(neighborhood_attention_2d(q, q, q, 3).shape)\n"
+    )
+    env = dict(os.environ, NATTK_CPU_EXTENSION="0")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "torch"
+    assert "disabled by NATTK_CPU_EXTENSION=0" in lines[1]
+    assert lines[2] == "torch.Size([1, 8, 8, 2, 4])"

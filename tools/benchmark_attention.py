@@ -34,6 +34,7 @@ import json
 import platform
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -380,6 +381,8 @@ def main(argv=None) -> None:
         "--out", default="bench_out", help="directory for results.md / results.json"
     )
     args = parser.parse_args(argv)
+    # NATTEN's CPU path warns that eager flex_attention is unfused; that is the point.
+    warnings.filterwarnings("ignore", module="torch.nn.attention.flex_attention")
 
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 
 from . import cpu_extension
-from .indices import axis_tables
+from .indices import axis_tables, grouped_axis
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
 
 def unsupported_reason(x: torch.Tensor) -> str | None:
-    """Why the CPU kernels cannot serve ``x`` (``None`` when they can)."""
+    """Why the CPU kernels cannot serve ``x`` (``None`` when it can)."""
     if x.device.type != "cpu":
         return f"tensor is on {x.device}, not CPU"
     if x.dtype not in SUPPORTED_DTYPES:
@@ -22,18 +22,17 @@ def unsupported_reason(x: torch.Tensor) -> str | None:
 
 
 def _geometry(shape, kernel, dilation):
-    height, width = shape[1], shape[2]
-    rows = axis_tables(height, kernel[0], dilation[0]).as_tuple()
-    cols = axis_tables(width, kernel[1], dilation[1]).as_tuple()
+    """Kernel arguments for a map in its natural (row-major) layout."""
+    rows = axis_tables(shape[1], kernel[0], dilation[0]).as_tuple()
+    cols = axis_tables(shape[2], kernel[1], dilation[1]).as_tuple()
     return rows, cols, kernel[0], kernel[1], dilation[0], dilation[1]
 
 
 class CpuQK(torch.autograd.Function):
-    """C++ version of :class:`~.torch_backend.TorchQK`."""
+    """C++ version of :class:`~.torch_backend.TorchQK` (takes precomputed geometry)."""
 
     @staticmethod
-    def forward(ctx, q, k, rpb, kernel, dilation, scale):
-        geometry = _geometry(q.shape, kernel, dilation)
+    def forward(ctx, q, k, rpb, geometry, scale):
         ctx.save_for_backward(q, k)
         ctx.geometry = geometry
         ctx.scale = scale
@@ -46,15 +45,14 @@ class CpuQK(torch.autograd.Function):
         dq, dk, drpb = cpu_extension.load().qk_backward(
             grad, q, k, ctx.with_rpb, *ctx.geometry, ctx.scale
         )
-        return dq, dk, (drpb if ctx.with_rpb else None), None, None, None
+        return dq, dk, (drpb if ctx.with_rpb else None), None, None
 
 
 class CpuAV(torch.autograd.Function):
-    """C++ version of :class:`~.torch_backend.TorchAV`."""
+    """C++ version of :class:`~.torch_backend.TorchAV` (takes precomputed geometry)."""
 
     @staticmethod
-    def forward(ctx, attn, v, kernel, dilation):
-        geometry = _geometry(v.shape, kernel, dilation)
+    def forward(ctx, attn, v, geometry):
         ctx.save_for_backward(attn, v)
         ctx.geometry = geometry
         return cpu_extension.load().av_forward(attn, v, *geometry)
@@ -63,19 +61,40 @@ class CpuAV(torch.autograd.Function):
     def backward(ctx, grad):
         attn, v = ctx.saved_tensors
         dattn, dv = cpu_extension.load().av_backward(grad, attn, v, *ctx.geometry)
-        return dattn, dv, None, None
-
-
-def attention(q, k, v, kernel, dilation, rpb, scale):
-    """Full neighborhood attention: C++ QK, ATen softmax, C++ AV."""
-    return av(qk(q, k, rpb, kernel, dilation, scale).softmax(dim=-1), v, kernel, dilation)
+        return dattn, dv, None
 
 
 def qk(q, k, rpb, kernel, dilation, scale):
     """Neighborhood logits with the C++ CPU kernels."""
-    return CpuQK.apply(q, k, rpb, kernel, dilation, scale)
+    return CpuQK.apply(q, k, rpb, _geometry(q.shape, kernel, dilation), scale)
 
 
 def av(attn, v, kernel, dilation):
     """Neighborhood weighted sum with the C++ CPU kernels."""
-    return CpuAV.apply(attn, v, kernel, dilation)
+    return CpuAV.apply(attn, v, _geometry(v.shape, kernel, dilation))
+
+
+def attention(q, k, v, kernel, dilation, rpb, scale):
+    """Full neighborhood attention: C++ QK, ATen softmax, C++ AV.
+
+    Dilated axes are first re-ordered so that every dilation group is contiguous
+    (:func:`~.indices.grouped_axis`); the kernels then see windows of adjacent
+    tokens, which keeps large dilations cache-friendly. The result is re-ordered back.
+    """
+    if dilation == (1, 1):
+        attn = qk(q, k, rpb, kernel, dilation, scale).softmax(dim=-1)
+        return av(attn, v, kernel, dilation)
+    rows = grouped_axis(q.shape[1], kernel[0], dilation[0])
+    cols = grouped_axis(q.shape[2], kernel[1], dilation[1])
+
+    def regroup(x, row_index, col_index):
+        if dilation[0] > 1:
+            x = x.index_select(1, row_index)
+        if dilation[1] > 1:
+            x = x.index_select(2, col_index)
+        return x
+
+    geometry = (rows.tables.as_tuple(), cols.tables.as_tuple(), kernel[0], kernel[1], 1, 1)
+    qg, kg, vg = (regroup(x, rows.order, cols.order) for x in (q, k, v))
+    attn = CpuQK.apply(qg, kg, rpb, geometry, scale).softmax(dim=-1)
+    return regroup(CpuAV.apply(attn, vg, geometry), rows.perm, cols.perm)

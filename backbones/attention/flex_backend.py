@@ -33,6 +33,7 @@ def unsupported_reason(q: torch.Tensor) -> str | None:
     return None
 
 
+@lru_cache(maxsize=256)
 def _axis_on(length: int, kernel: int, dilation: int, device: torch.device):
     tables = axis_tables(length, kernel, dilation)
     return tables.start.to(device), tables.rpb_start.to(device)

@@ -145,7 +145,49 @@ def grid_indices(
         flattened map (``row * width + col``); ``bias`` indexes the flattened
         ``[2 * k_rows - 1, 2 * k_cols - 1]`` bias table.
     """
-    keys, bias = _grid_indices(height, width, tuple(kernel), tuple(dilation))
-    if device is not None and torch.device(device).type != "cpu":
-        keys, bias = keys.to(device), bias.to(device)
-    return keys, bias
+    device = torch.device("cpu") if device is None else torch.device(device)
+    return _grid_indices_on(height, width, tuple(kernel), tuple(dilation), device)
+
+
+@lru_cache(maxsize=128)
+def _grid_indices_on(height, width, kernel, dilation, device):
+    keys, bias = _grid_indices(height, width, kernel, dilation)
+    return keys.to(device), bias.to(device)
+
+
+@dataclass(frozen=True)
+class GroupedAxis:
+    """An axis re-ordered so that each dilation group is contiguous.
+
+    In the grouped order, position ``perm[i]`` holds original position ``i``
+    (``order`` is the inverse: ``order[p]`` is the original position at ``p``), and
+    every window becomes a run of ``k`` consecutive positions. ``tables`` describe
+    the same neighborhoods in grouped coordinates with dilation 1, so a kernel's
+    memory accesses stay local however large the dilation is.
+    """
+
+    perm: torch.Tensor
+    order: torch.Tensor
+    tables: AxisTables
+
+
+@lru_cache(maxsize=256)
+def grouped_axis(length: int, kernel: int, dilation: int) -> GroupedAxis:
+    """The dilation-grouped layout of one axis (see :class:`GroupedAxis`)."""
+    base = axis_tables(length, kernel, dilation)
+    pos = torch.arange(length)
+    group = pos % dilation
+    sizes = torch.bincount(group, minlength=dilation)
+    perm = (torch.cumsum(sizes, 0) - sizes)[group] + pos // dilation
+    order = torch.argsort(perm)
+    tables = AxisTables(
+        length=length,
+        kernel=kernel,
+        dilation=1,
+        start=perm[base.start[order]].contiguous(),
+        rpb_start=base.rpb_start[order].contiguous(),
+        inv_query=perm[base.inv_query[order]].contiguous(),
+        inv_slot=base.inv_slot[order].contiguous(),
+        inv_count=base.inv_count[order].contiguous(),
+    )
+    return GroupedAxis(perm=perm, order=order, tables=tables)

@@ -148,20 +148,6 @@ struct Problem {
   int64_t token_stride() const { return heads * dim; }
 };
 
-// Calls fn(slot, key_token) for every key in the window of query token n.
-template <typename Fn>
-inline void for_each_key(const Problem& p, int64_t n, Fn&& fn) {
-  const int64_t plane = p.height * p.width;
-  const int64_t b = n / plane, i = (n / p.width) % p.height, j = n % p.width;
-  const int64_t sr = p.rows.start[i], sc = p.cols.start[j];
-  for (int64_t tr = 0; tr < p.rows.kernel; ++tr) {
-    const int64_t row = b * plane + (sr + tr * p.rows.dilation) * p.width;
-    for (int64_t tc = 0; tc < p.cols.kernel; ++tc) {
-      fn(tr * p.cols.kernel + tc, row + sc + tc * p.cols.dilation);
-    }
-  }
-}
-
 // Calls fn(first_slot, first_key_token, key_step, count) for each window row of
 // query token n: its keys are first_key + c * key_step for c < count.
 template <typename Fn>
