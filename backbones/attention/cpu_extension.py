@@ -14,13 +14,15 @@ to (re)build and report.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
 from types import ModuleType
 
 _SOURCE = Path(__file__).with_name("csrc") / "na2d_cpu.cpp"
-_NAME = "nattk_na2d_cpu"
+# One cache entry per checkout, so two clones never rebuild over each other.
+_NAME = "nattk_na2d_cpu_" + hashlib.sha1(str(_SOURCE.parent).encode()).hexdigest()[:8]
 _FLAGS = ["-O3", "-fopenmp"]
 
 _module: ModuleType | None = None

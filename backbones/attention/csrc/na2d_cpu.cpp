@@ -229,19 +229,34 @@ inline void window_weighted_sum(const Problem& p, int64_t n, int64_t h, const T*
   });
 }
 
-// acc = sum over the queries n attending to key token m of w[n, h, slot] x[n, h].
-// `w_rows`/`ptrs` are per-thread scratch of size rows.inv_width * cols.inv_width.
-template <int DIM, typename T>
-inline void inverse_weighted_sum(const Problem& p, int64_t m, int64_t h, const T* w, const T* xp, T* acc,
-                                 T* w_rows, const T** ptrs) {
-  const int64_t D = head_dim<DIM>(p.dim), ts = p.token_stride();
+// The (query token, slot) pairs whose window contains key token m, collected
+// once per key and reused for every head.
+struct InverseList {
+  std::vector<int64_t> query, slot;
   int64_t count = 0;
-  for_each_query(p, m, [&](int64_t n, int64_t t) {
-    w_rows[count] = w[(n * p.heads + h) * p.n_keys + t];
-    ptrs[count++] = xp + n * ts + h * D;
-  });
+  explicit InverseList(const Problem& p)
+      : query(p.rows.inv_width * p.cols.inv_width), slot(p.rows.inv_width * p.cols.inv_width) {}
+  void collect(const Problem& p, int64_t m) {
+    count = 0;
+    for_each_query(p, m, [&](int64_t n, int64_t t) {
+      query[count] = n;
+      slot[count++] = t;
+    });
+  }
+};
+
+// acc = sum over the collected queries n of w[n, h, slot] x[n, h].
+// `weights`/`ptrs` are per-thread scratch with room for the whole list.
+template <int DIM, typename T>
+inline void inverse_weighted_sum(const Problem& p, const InverseList& inv, int64_t h, const T* w, const T* xp,
+                                 T* acc, T* weights, const T** ptrs) {
+  const int64_t D = head_dim<DIM>(p.dim), ts = p.token_stride();
+  for (int64_t c = 0; c < inv.count; ++c) {
+    weights[c] = w[(inv.query[c] * p.heads + h) * p.n_keys + inv.slot[c]];
+    ptrs[c] = xp + inv.query[c] * ts + h * D;
+  }
   std::fill(acc, acc + D, T(0));
-  axpy_list<DIM>(w_rows, ptrs, count, acc, D);
+  axpy_list<DIM>(weights, ptrs, inv.count, acc, D);
 }
 
 // Gradient of the bias table, accumulated in one buffer per thread and summed at
@@ -341,15 +356,17 @@ std::vector<at::Tensor> qk_backward(const at::Tensor& grad_in, const at::Tensor&
           }
       });
       at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
-        const int64_t scratch = p.rows.inv_width * p.cols.inv_width;
-        std::vector<T> w_rows(scratch);
-        std::vector<const T*> ptrs(scratch);
-        for (int64_t m = begin; m < end; ++m)
+        InverseList inv(p);
+        std::vector<T> weights(inv.query.size());
+        std::vector<const T*> ptrs(inv.query.size());
+        for (int64_t m = begin; m < end; ++m) {
+          inv.collect(p, m);
           for (int64_t h = 0; h < p.heads; ++h) {
             T* dkm = dkp + m * ts + h * D;
-            inverse_weighted_sum<DIM>(p, m, h, gp, qp, dkm, w_rows.data(), ptrs.data());
+            inverse_weighted_sum<DIM>(p, inv, h, gp, qp, dkm, weights.data(), ptrs.data());
             for (int64_t d = 0; d < D; ++d) dkm[d] *= s;
           }
+        }
       });
     });
     if (with_rpb) bias_grad.reduce_into(drpb.data_ptr<T>());
@@ -406,12 +423,14 @@ std::vector<at::Tensor> av_backward(const at::Tensor& grad_in, const at::Tensor&
           }
       });
       at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
-        const int64_t scratch = p.rows.inv_width * p.cols.inv_width;
-        std::vector<T> w_rows(scratch);
-        std::vector<const T*> ptrs(scratch);
-        for (int64_t m = begin; m < end; ++m)
+        InverseList inv(p);
+        std::vector<T> weights(inv.query.size());
+        std::vector<const T*> ptrs(inv.query.size());
+        for (int64_t m = begin; m < end; ++m) {
+          inv.collect(p, m);
           for (int64_t h = 0; h < p.heads; ++h)
-            inverse_weighted_sum<DIM>(p, m, h, ap, gp, dvp + m * ts + h * D, w_rows.data(), ptrs.data());
+            inverse_weighted_sum<DIM>(p, inv, h, ap, gp, dvp + m * ts + h * D, weights.data(), ptrs.data());
+        }
       });
     });
   });
