@@ -13,7 +13,8 @@ For each layer shape (NAT/DiNAT-Tiny at 224² classification, 800×1216 detectio
 * ``natten.na2d`` — NATTEN >= 0.20 on CPU (forward only, no rpb; it has no CPU
   backward and needs a power-of-two head dim).
 
-Times are medians over ``--repeats`` runs after a warm-up; "fwd" runs under
+Times are medians over at least ``--repeats`` runs (more for short calls, until 1 s
+of samples) after a warm-up; "fwd" runs under
 ``torch.no_grad``. Peak memory is the growth of the process' peak resident set
 (``VmHWM``, reset through ``/proc/self/clear_refs``) over the resident set before
 the measured forward+backward pass, i.e. the extra memory the layer needs on top
@@ -183,9 +184,17 @@ def _neighborhood_mask(shape: Shape, device, dtype):
 
 
 # --------------------------------------------------------------------------- timing
-def _median_ms(fn: Callable[[], None], repeats: int, sync: Callable[[], None]) -> float:
+def _median_ms(
+    fn: Callable[[], None], repeats: int, sync: Callable[[], None], min_time: float = 1.0
+) -> float:
+    """Median wall time; short calls are repeated until ``min_time`` seconds are covered."""
     fn()
     sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    single = time.perf_counter() - start
+    repeats = max(repeats, min(1000, int(min_time / max(single, 1e-6))))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -1,0 +1,240 @@
+"""Loading NAT / DiNAT / DiNAT_s weights into the toolkit's models.
+
+Accepted inputs: the official ``.pth`` files (flat dicts or wrapped in ``model`` /
+``state_dict``, keys optionally prefixed ``module.`` or ``backbone.``, also full
+detector/segmentor checkpoints, of which the ``backbone.*`` part is used) and
+Hugging Face ``NatModel`` / ``DinatModel`` weights. Files are always read with
+``torch.load(weights_only=True)``.
+
+:func:`load_pretrained` never loads quietly: it logs ``loaded n/n tensors, missing
+[...], unexpected [...]``, names the classifier extras of an ImageNet checkpoint as
+expected, and raises when backbone tensors (e.g. every ``rpb``) are missing unless
+the caller opts out with ``allow_missing=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Mapping, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+_WRAPPERS = ("state_dict", "model", "module")
+_HF_PREFIXES = ("nat.", "dinat.", "embeddings.", "encoder.")
+_CLASSIFIER = re.compile(r"^(norm|head)\.")
+_DENSE_NORM = re.compile(r"^norm\d+\.")
+
+
+def read_state_dict(checkpoint: Union[str, PathLike, Mapping]) -> StateDict:
+    """Reads a checkpoint and returns a flat state dict in the official key layout.
+
+    Args:
+        checkpoint: A path, or an already loaded object.
+
+    Raises:
+        ValueError: The object holds no tensors.
+    """
+    obj = (
+        torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if isinstance(checkpoint, (str, PathLike))
+        else checkpoint
+    )
+    while isinstance(obj, Mapping):
+        wrapper = next((k for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
+        if wrapper is None:
+            break
+        obj = obj[wrapper]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"checkpoint is a {type(obj).__name__}, not a state dict")
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise ValueError("checkpoint contains no tensors")
+    state = _strip_prefix(state, "module.")
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    if any(k.startswith(_HF_PREFIXES) for k in state):
+        state = convert_hf_state_dict(state)
+    return state
+
+
+def _strip_prefix(state: StateDict, prefix: str) -> StateDict:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+_HF_RENAMES = [
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^embeddings\.norm\.", "patch_embed.norm."),
+    (r"^encoder\.levels\.(\d+)\.layers\.(\d+)\.layernorm_before\.", r"levels.\1.blocks.\2.norm1."),
+    (r"^encoder\.levels\.(\d+)\.layers\.(\d+)\.layernorm_after\.", r"levels.\1.blocks.\2.norm2."),
+    (
+        r"^encoder\.levels\.(\d+)\.layers\.(\d+)\.attention\.self\.rpb$",
+        r"levels.\1.blocks.\2.attn.rpb",
+    ),
+    (
+        r"^encoder\.levels\.(\d+)\.layers\.(\d+)\.attention\.output\.dense\.",
+        r"levels.\1.blocks.\2.attn.proj.",
+    ),
+    (
+        r"^encoder\.levels\.(\d+)\.layers\.(\d+)\.intermediate\.dense\.",
+        r"levels.\1.blocks.\2.mlp.fc1.",
+    ),
+    (r"^encoder\.levels\.(\d+)\.layers\.(\d+)\.output\.dense\.", r"levels.\1.blocks.\2.mlp.fc2."),
+    (r"^encoder\.levels\.(\d+)\.downsample\.", r"levels.\1.downsample."),
+    (r"^layernorm\.", "norm."),
+    (r"^classifier\.", "head."),
+]
+_HF_QKV = re.compile(
+    r"^encoder\.levels\.(\d+)\.layers\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$"
+)
+_HF_LAYER_SCALE = re.compile(r"^encoder\.levels\.(\d+)\.layers\.(\d+)\.layer_scale_parameters$")
+
+
+def convert_hf_state_dict(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """Maps Hugging Face ``NatModel``/``DinatModel`` keys to the official layout.
+
+    ``query``/``key``/``value`` are concatenated (in that order) into ``qkv``;
+    ``layer_scale_parameters`` (2, C) becomes ``gamma1``/``gamma2``.
+
+    Raises:
+        ValueError: A key that has no official counterpart.
+    """
+    state = _strip_prefix(_strip_prefix(dict(state), "nat."), "dinat.")
+    out: StateDict = {}
+    qkv: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        match = _HF_QKV.match(key)
+        if match:
+            level, layer, part, kind = match.groups()
+            qkv.setdefault((level, layer, kind), {})[part] = value
+            continue
+        match = _HF_LAYER_SCALE.match(key)
+        if match:
+            base = f"levels.{match[1]}.blocks.{match[2]}"
+            out[f"{base}.gamma1"], out[f"{base}.gamma2"] = value[0].clone(), value[1].clone()
+            continue
+        for pattern, replacement in _HF_RENAMES:
+            new_key, hits = re.subn(pattern, replacement, key)
+            if hits:
+                out[new_key] = value
+                break
+        else:
+            raise ValueError(f"Hugging Face key {key!r} has no counterpart in the NAT/DiNAT layout")
+    for (level, layer, kind), parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:
+            raise ValueError(
+                f"level {level} layer {layer}: incomplete query/key/value {kind} ({sorted(parts)})"
+            )
+        out[f"levels.{level}.blocks.{layer}.attn.qkv.{kind}"] = torch.cat(
+            [parts["query"], parts["key"], parts["value"]]
+        )
+    return out
+
+
+def resize_rpb(rpb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubically resizes a ``[heads, 2k-1, 2k-1]`` bias table (e.g. 13×13 -> 21×21).
+
+    This is how the kernel-11 DiNAT-L weights were derived from the kernel-7 ones
+    (``*_11x11interp.pth``); ``align_corners=False`` is this toolkit's choice, as the
+    official conversion script was not released.
+    """
+    resized = F.interpolate(rpb[None].float(), size=size, mode="bicubic", align_corners=False)
+    return resized[0].to(rpb.dtype)
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did."""
+
+    loaded: int
+    total: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    expected_missing: list[str] = field(default_factory=list)
+    expected_unexpected: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The one-line log message."""
+        parts = [f"loaded {self.loaded}/{self.total} tensors"]
+        parts.append(f"missing {self.missing}")
+        if self.expected_missing:
+            parts.append(f"(new dense-output norms, initialised fresh: {self.expected_missing})")
+        parts.append(f"unexpected {self.unexpected}")
+        if self.expected_unexpected:
+            parts.append(f"(classifier tensors, expected: {_compact(self.expected_unexpected)})")
+        if self.resized:
+            parts.append(f"rpb resized bicubically: {len(self.resized)}")
+        return ", ".join(parts)
+
+
+def _compact(keys: list[str]) -> list[str]:
+    return sorted({k.split(".")[0] + ".*" for k in keys})
+
+
+def load_pretrained(
+    model: nn.Module,
+    checkpoint: Union[str, PathLike, Mapping],
+    allow_missing: bool = False,
+    log: Optional[logging.Logger] = None,
+) -> LoadReport:
+    """Loads a checkpoint into a NAT/DiNAT/DiNAT_s model and reports what happened.
+
+    Args:
+        model: The model (classifier or dense backbone).
+        checkpoint: Path or loaded object (see :func:`read_state_dict`).
+        allow_missing: Do not raise when model tensors are absent from the checkpoint.
+        log: Logger for the summary line (default: this module's).
+
+    Returns:
+        A :class:`LoadReport`.
+
+    Raises:
+        ValueError: Missing backbone tensors (unless ``allow_missing``), or tensors
+            whose shapes differ (other than a resizable rpb).
+    """
+    state = read_state_dict(checkpoint)
+    target = model.state_dict()
+    resized, mismatched = [], []
+    for key, value in list(state.items()):
+        if key not in target or target[key].shape == value.shape:
+            continue
+        if key.endswith(".rpb") and value.dim() == 3 and value.shape[0] == target[key].shape[0]:
+            state[key] = resize_rpb(value, tuple(target[key].shape[1:]))
+            resized.append(key)
+        else:
+            mismatched.append(
+                f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(target[key].shape)}"
+            )
+    if mismatched:
+        raise ValueError("checkpoint tensors do not fit the model:\n  " + "\n  ".join(mismatched))
+
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    is_classifier_ckpt = any(_CLASSIFIER.match(k) for k in state)
+    dense_model = not any(_CLASSIFIER.match(k) for k in target)
+    report = LoadReport(loaded=len(target) - len(missing), total=len(target), resized=resized)
+    for key in missing:
+        expected = dense_model and is_classifier_ckpt and _DENSE_NORM.match(key)
+        (report.expected_missing if expected else report.missing).append(key)
+    for key in unexpected:
+        expected = dense_model and _CLASSIFIER.match(key)
+        (report.expected_unexpected if expected else report.unexpected).append(key)
+
+    if report.missing and not allow_missing:
+        raise ValueError(
+            f"checkpoint lacks {len(report.missing)} of the model's tensors "
+            f"(e.g. {report.missing[:5]}); pass allow_missing=True to load anyway"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
+    (log or logger).info(report.summary())
+    return report

@@ -1,0 +1,169 @@
+"""Published NAT / DiNAT / DiNAT_s variants and their dilation presets.
+
+Every constructor builds the ImageNet classifier by default (``num_classes=1000``);
+pass ``num_classes=0`` for the dense backbone, and ``dilations=<preset name>`` or an
+explicit nested list for DiNAT models. Presets (exact values of the official configs):
+
+==============  ================================================================
+preset          used by
+==============  ================================================================
+``imagenet224``  ImageNet 224² classification (also the kernel-11 22k models)
+``imagenet384``  ImageNet 384² classification, kernel 7 (Large)
+``coco``         COCO Mask R-CNN / Cascade Mask R-CNN (~800 px)
+``ade20k512``    ADE20K UperNet at 512²
+``ade20k640``    ADE20K UperNet "640" rows (Large)
+``m2f``          Mask2Former DiNAT-L, kernel 11 (all datasets)
+==============  ================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from .nat import NAT, DiNAT, DiNATs, NeighborhoodTransformer
+
+
+@dataclass(frozen=True)
+class Variant:
+    family: str  # "nat", "dinat" or "dinat_s"
+    embed_dim: int
+    depths: tuple
+    num_heads: tuple
+    mlp_ratio: float
+    layer_scale: Optional[float]
+    drop_path_rate: float  # ImageNet-1k value of the official recipe
+
+
+_NAT_DEPTHS = (3, 4, 18, 5)
+_S_DEPTHS = (2, 2, 18, 2)
+VARIANTS: dict[str, Variant] = {
+    "nat_mini": Variant("nat", 64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, None, 0.2),
+    "nat_tiny": Variant("nat", 64, _NAT_DEPTHS, (2, 4, 8, 16), 3.0, None, 0.2),
+    "nat_small": Variant("nat", 96, _NAT_DEPTHS, (3, 6, 12, 24), 2.0, 1e-5, 0.3),
+    "nat_base": Variant("nat", 128, _NAT_DEPTHS, (4, 8, 16, 32), 2.0, 1e-5, 0.5),
+    "dinat_mini": Variant("dinat", 64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, None, 0.2),
+    "dinat_tiny": Variant("dinat", 64, _NAT_DEPTHS, (2, 4, 8, 16), 3.0, None, 0.2),
+    "dinat_small": Variant("dinat", 96, _NAT_DEPTHS, (3, 6, 12, 24), 2.0, None, 0.3),
+    "dinat_base": Variant("dinat", 128, _NAT_DEPTHS, (4, 8, 16, 32), 2.0, 1e-5, 0.5),
+    "dinat_large": Variant("dinat", 192, _NAT_DEPTHS, (6, 12, 24, 48), 2.0, None, 0.35),
+    "dinat_s_tiny": Variant("dinat_s", 96, (2, 2, 6, 2), (3, 6, 12, 24), 4.0, None, 0.2),
+    "dinat_s_small": Variant("dinat_s", 96, _S_DEPTHS, (3, 6, 12, 24), 4.0, None, 0.3),
+    "dinat_s_base": Variant("dinat_s", 128, _S_DEPTHS, (4, 8, 16, 32), 4.0, None, 0.5),
+    "dinat_s_large": Variant("dinat_s", 192, _S_DEPTHS, (6, 12, 24, 48), 4.0, None, 0.35),
+}
+
+_L2_640 = [1, 2, 1, 3, 1, 4, 1, 5, 1, 2, 1, 3, 1, 4, 1, 5, 1, 5]
+_L2_M2F = [1, 2, 1, 3, 1, 2, 1, 3, 1, 2, 1, 3, 1, 2, 1, 3, 1, 3]
+# Per level: a pattern tiled (and truncated) to the level's depth.
+DILATION_PRESETS: dict[str, dict[str, list[list[int]]]] = {
+    "dinat": {
+        "imagenet224": [[1, 8, 1], [1, 4, 1, 4], [1, 2], [1]],
+        "imagenet384": [[1, 13, 1], [1, 6, 1, 6], [1, 3], [1]],
+        "coco": [[1, 28, 1], [1, 7, 1, 14], [1, 3, 1, 5, 1, 7], [1, 3, 1, 3, 1]],
+        "ade20k512": [[1, 16, 1], [1, 4, 1, 8], [1, 2, 1, 3, 1, 4], [1, 2, 1, 2, 1]],
+        "ade20k640": [[1, 20, 1], [1, 5, 1, 10], _L2_640, [1, 2, 1, 2, 1]],
+        "m2f": [[1, 14, 1], [1, 4, 1, 7], _L2_M2F, [1, 1, 1, 1, 1]],
+    },
+    "dinat_s": {
+        "imagenet224": [[1, 8], [1, 4], [1, 2], [1, 1]],
+        "imagenet384": [[1, 13], [1, 6], [1, 3], [1, 1]],
+        "coco": [[1, 28], [1, 14], [1, 3, 1, 5, 1, 7], [1, 3]],
+        "ade20k512": [[1, 16], [1, 8], [1, 2, 1, 3, 1, 4], [1, 2]],
+        "ade20k640": [[1, 20], [1, 10], _L2_640, [1, 2]],
+    },
+}
+
+_CLASSES = {"nat": NAT, "dinat": DiNAT, "dinat_s": DiNATs}
+
+
+def dilation_preset(family: str, preset: str, depths) -> list[list[int]]:
+    """Expands a named preset to one dilation per block of ``depths``.
+
+    Raises:
+        ValueError: Unknown family or preset.
+    """
+    table = DILATION_PRESETS.get(family)
+    if table is None:
+        raise ValueError(f"{family!r} models have no dilation presets (NAT uses dilation 1)")
+    if preset not in table:
+        raise ValueError(
+            f"unknown dilation preset {preset!r} for {family}; choose from {sorted(table)}"
+        )
+    return [(pattern * depth)[:depth] for pattern, depth in zip(table[preset], depths)]
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    dilations: Union[str, list, None] = "imagenet224",
+    **kwargs,
+) -> NeighborhoodTransformer:
+    """Builds a published variant by name.
+
+    Args:
+        name: One of :data:`VARIANTS` (e.g. ``"dinat_tiny"``).
+        num_classes: ``1000`` for the ImageNet classifier; ``0`` for the dense backbone.
+        dilations: Preset name or nested list (DiNAT / DiNAT_s only; ignored for NAT,
+            which always uses dilation 1).
+        **kwargs: Any :class:`~.nat.NeighborhoodTransformer` argument
+            (``kernel_size``, ``out_indices``, ``frozen_stages``, ``drop_path_rate``, ...).
+
+    Raises:
+        ValueError: Unknown variant or preset, or inconsistent arguments.
+    """
+    if name not in VARIANTS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(VARIANTS)}")
+    variant = VARIANTS[name]
+    if variant.family == "nat":
+        if dilations not in (None, "imagenet224") and any(
+            d != 1 for level in _as_list(dilations) for d in level
+        ):
+            raise ValueError(
+                f"{name} is a NAT model (dilation 1 everywhere); use a dinat_* model for dilations"
+            )
+        dilations = None
+    elif isinstance(dilations, str):
+        dilations = dilation_preset(variant.family, dilations, variant.depths)
+    options = dict(
+        embed_dim=variant.embed_dim,
+        depths=variant.depths,
+        num_heads=variant.num_heads,
+        mlp_ratio=variant.mlp_ratio,
+        layer_scale=variant.layer_scale,
+        drop_path_rate=variant.drop_path_rate,
+        num_classes=num_classes,
+        dilations=dilations,
+    )
+    options.update(kwargs)
+    return _CLASSES[variant.family](**options)
+
+
+def _as_list(dilations) -> list:
+    return dilations if isinstance(dilations, list) else []
+
+
+def _constructor(name: str):
+    def build(
+        num_classes: int = 1000, dilations="imagenet224", **kwargs
+    ) -> NeighborhoodTransformer:
+        return create_model(name, num_classes=num_classes, dilations=dilations, **kwargs)
+
+    build.__name__ = name
+    build.__doc__ = f"Builds ``{name}`` (see :func:`create_model` for the arguments)."
+    return build
+
+
+nat_mini = _constructor("nat_mini")
+nat_tiny = _constructor("nat_tiny")
+nat_small = _constructor("nat_small")
+nat_base = _constructor("nat_base")
+dinat_mini = _constructor("dinat_mini")
+dinat_tiny = _constructor("dinat_tiny")
+dinat_small = _constructor("dinat_small")
+dinat_base = _constructor("dinat_base")
+dinat_large = _constructor("dinat_large")
+dinat_s_tiny = _constructor("dinat_s_tiny")
+dinat_s_small = _constructor("dinat_s_small")
+dinat_s_base = _constructor("dinat_s_base")
+dinat_s_large = _constructor("dinat_s_large")
