@@ -1,5 +1,63 @@
 """Framework-free NAT / DiNAT / DiNAT_s core (depends on torch only)."""
 
 from .attention import NeighborhoodAttention2D, na2d_av, na2d_qk, neighborhood_attention_2d
+from .checkpoint import (
+    LoadReport,
+    convert_hf_state_dict,
+    load_pretrained,
+    read_state_dict,
+    resize_rpb,
+)
+from .nat import NAT, DiNAT, DiNATs, NeighborhoodTransformer
+from .variants import (
+    DILATION_PRESETS,
+    VARIANTS,
+    create_model,
+    dilation_preset,
+    dinat_base,
+    dinat_large,
+    dinat_mini,
+    dinat_s_base,
+    dinat_s_large,
+    dinat_s_small,
+    dinat_s_tiny,
+    dinat_small,
+    dinat_tiny,
+    nat_base,
+    nat_mini,
+    nat_small,
+    nat_tiny,
+)
 
-__all__ = ["NeighborhoodAttention2D", "na2d_av", "na2d_qk", "neighborhood_attention_2d"]
+__all__ = [
+    "DILATION_PRESETS",
+    "NAT",
+    "VARIANTS",
+    "DiNAT",
+    "DiNATs",
+    "LoadReport",
+    "NeighborhoodAttention2D",
+    "NeighborhoodTransformer",
+    "convert_hf_state_dict",
+    "create_model",
+    "dilation_preset",
+    "dinat_base",
+    "dinat_large",
+    "dinat_mini",
+    "dinat_s_base",
+    "dinat_s_large",
+    "dinat_s_small",
+    "dinat_s_tiny",
+    "dinat_small",
+    "dinat_tiny",
+    "load_pretrained",
+    "na2d_av",
+    "na2d_qk",
+    "nat_base",
+    "nat_mini",
+    "nat_small",
+    "nat_tiny",
+    "neighborhood_attention_2d",
+    "read_state_dict",
+    "resize_rpb",
+]
