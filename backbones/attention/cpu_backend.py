@@ -74,6 +74,19 @@ def av(attn, v, kernel, dilation):
     return CpuAV.apply(attn, v, _geometry(v.shape, kernel, dilation))
 
 
+class _Permute(torch.autograd.Function):
+    """``x.index_select(dim, index)`` for a permutation: the gradient is a gather too."""
+
+    @staticmethod
+    def forward(ctx, x, dim, index, inverse):
+        ctx.dim, ctx.inverse = dim, inverse
+        return x.index_select(dim, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.index_select(ctx.dim, ctx.inverse), None, None, None
+
+
 def attention(q, k, v, kernel, dilation, rpb, scale):
     """Full neighborhood attention: C++ QK, ATen softmax, C++ AV.
 
@@ -87,14 +100,14 @@ def attention(q, k, v, kernel, dilation, rpb, scale):
     rows = grouped_axis(q.shape[1], kernel[0], dilation[0])
     cols = grouped_axis(q.shape[2], kernel[1], dilation[1])
 
-    def regroup(x, row_index, col_index):
-        if dilation[0] > 1:
-            x = x.index_select(1, row_index)
-        if dilation[1] > 1:
-            x = x.index_select(2, col_index)
+    def regroup(x, inverse=False):
+        for dim, axis, dil in ((1, rows, dilation[0]), (2, cols, dilation[1])):
+            if dil > 1:
+                index, back = (axis.perm, axis.order) if inverse else (axis.order, axis.perm)
+                x = _Permute.apply(x, dim, index, back)
         return x
 
     geometry = (rows.tables.as_tuple(), cols.tables.as_tuple(), kernel[0], kernel[1], 1, 1)
-    qg, kg, vg = (regroup(x, rows.order, cols.order) for x in (q, k, v))
+    qg, kg, vg = (regroup(x) for x in (q, k, v))
     attn = CpuQK.apply(qg, kg, rpb, geometry, scale).softmax(dim=-1)
-    return regroup(CpuAV.apply(attn, vg, geometry), rows.perm, cols.perm)
+    return regroup(CpuAV.apply(attn, vg, geometry), inverse=True)
