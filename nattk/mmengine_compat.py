@@ -54,3 +54,17 @@ def checkpoint_allowlist() -> Iterator[None]:
 
     with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
         yield
+
+
+def register_na_flop_handles() -> None:
+    """Makes MMEngine's ``FlopAnalyzer`` (and ``get_model_complexity_info``) count NA.
+
+    MMEngine builds every analyzer from its table of default op handles; adding the
+    toolkit's neighborhood-attention handles there (idempotent) is what lets a plain
+    ``get_model_complexity_info(model, input_shape)`` report the published FLOPs.
+    """
+    from mmengine.analysis import complexity_analysis
+
+    from nattk.backbones.flops import NA_FLOP_HANDLES
+
+    complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS.update(NA_FLOP_HANDLES)

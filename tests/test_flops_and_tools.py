@@ -63,6 +63,20 @@ def test_attention_flops_are_n_k2_c_per_product_and_independent_of_dilation():
     assert f_plain - without_na.total() == expected
 
 
+def test_get_model_complexity_info_counts_na_after_registration():
+    from mmengine.analysis import get_model_complexity_info
+
+    from nattk.mmengine_compat import register_na_flop_handles
+
+    model = create_model("nat_mini").eval()
+    register_na_flop_handles()
+    info = get_model_complexity_info(
+        model, input_shape=(3, 224, 224), show_table=False, show_arch=False
+    )
+    assert info["flops"] == get_flops.count(model, (224, 224))[1]
+    assert abs(info["flops"] / 1e9 - 2.7) / 2.7 < 0.02
+
+
 def test_convert_to_toolkit_format_and_d2_pkl(tmp_path):
     source = create_model("dinat_mini", num_classes=1000)
     src = tmp_path / "official.pth"
