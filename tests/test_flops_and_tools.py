@@ -77,6 +77,20 @@ def test_get_model_complexity_info_counts_na_after_registration():
     assert abs(info["flops"] / 1e9 - 2.7) / 2.7 < 0.02
 
 
+def test_fvcore_counts_the_same_flops_with_the_handles():
+    fvcore_nn = pytest.importorskip("fvcore.nn", reason="fvcore not installed")
+    from nattk.backbones.flops import NA_FLOP_HANDLES
+
+    model = create_model("dinat_s_tiny").eval()
+    analysis = fvcore_nn.FlopCountAnalysis(model, torch.zeros(1, 3, 224, 224)).set_op_handle(
+        **NA_FLOP_HANDLES
+    )
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    assert analysis.total() == get_flops.count(model, (224, 224))[1]
+    assert abs(analysis.total() / 1e9 - 4.5) / 4.5 < 0.02
+
+
 def test_convert_to_toolkit_format_and_d2_pkl(tmp_path):
     source = create_model("dinat_mini", num_classes=1000)
     src = tmp_path / "official.pth"

@@ -99,6 +99,22 @@ def _check_rpb(rpb, q: torch.Tensor, kernel) -> None:
         raise ValueError(f"rpb is {rpb.dtype} on {rpb.device} but q is {q.dtype} on {q.device}")
 
 
+def _check_qk(
+    q, k, kernel_size, dilation, rpb, scale
+) -> tuple[tuple[int, int], tuple[int, int], float]:
+    """Validates the QK inputs; returns (kernel, dilation, scale) normalised."""
+    kernel, dil = to_pair(kernel_size, "kernel_size"), to_pair(dilation, "dilation")
+    _check_tensor("q", q)
+    _check_tensor("k", k, like=q)
+    if k.shape != q.shape:
+        raise ValueError(
+            f"q, k and v must have the same shape, got {tuple(q.shape)} and k {tuple(k.shape)}"
+        )
+    _check_map(q, kernel, dil)
+    _check_rpb(rpb, q, kernel)
+    return kernel, dil, q.shape[-1] ** -0.5 if scale is None else float(scale)
+
+
 def unsupported_reason(backend: str, q: torch.Tensor, rpb: Optional[torch.Tensor]) -> Optional[str]:
     """Why ``backend`` cannot serve a call on ``q`` (``None`` when it can)."""
     if backend == "torch":
@@ -180,14 +196,7 @@ def na2d_qk(
     Returns:
         ``[B, H, W, heads, k_rows * k_cols]`` logits, window slots in row-major order.
     """
-    kernel, dil = to_pair(kernel_size, "kernel_size"), to_pair(dilation, "dilation")
-    _check_tensor("q", q)
-    _check_tensor("k", k, like=q)
-    if k.shape != q.shape:
-        raise ValueError(f"k must have the shape of q {tuple(q.shape)}, got {tuple(k.shape)}")
-    _check_map(q, kernel, dil)
-    _check_rpb(rpb, q, kernel)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    kernel, dil, scale = _check_qk(q, k, kernel_size, dilation, rpb, scale)
     name = resolve_backend(backend, q, rpb, candidates=_UNFUSED)
     impl = cpu_backend if name == "cpu" else torch_backend
     return impl.qk(q, k, rpb, kernel, dil, scale)
@@ -258,17 +267,13 @@ def neighborhood_attention_2d(
         ValueError: Malformed inputs (rank, shapes, dtypes, kernel/dilation, rpb).
         RuntimeError: A forced backend that cannot serve the call.
     """
-    kernel, dil = to_pair(kernel_size, "kernel_size"), to_pair(dilation, "dilation")
     _check_tensor("q", q)
-    _check_tensor("k", k, like=q)
     _check_tensor("v", v, like=q)
-    if k.shape != q.shape or v.shape != q.shape:
+    if v.shape != q.shape:
         raise ValueError(
-            f"q, k and v must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            f"q, k and v must have the same shape, got {tuple(q.shape)} and v {tuple(v.shape)}"
         )
-    _check_map(q, kernel, dil)
-    _check_rpb(rpb, q, kernel)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    kernel, dil, scale = _check_qk(q, k, kernel_size, dilation, rpb, scale)
     name = resolve_backend(backend, q, rpb)
     if name == "natten":
         return natten_backend.attention(q, k, v, kernel, dil, scale)
