@@ -70,18 +70,21 @@ class NeighborhoodAttention2D(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Attends over ``x`` of shape ``[B, H, W, C]``; returns the same shape."""
+    def _padded_qkv(self, x: torch.Tensor):
+        """Zero-pads ``x`` right/bottom to ``kernel * dilation`` (NATTEN <= 0.15), projects to q, k, v."""
         if x.dim() != 4:
             raise ValueError(f"expected a [B, H, W, C] input, got shape {tuple(x.shape)}")
-        batch, height, width, channels = x.shape
-        pad_b = max(0, self.kernel_size[0] * self.dilation[0] - height)
-        pad_r = max(0, self.kernel_size[1] * self.dilation[1] - width)
+        pad_b = max(0, self.kernel_size[0] * self.dilation[0] - x.shape[1])
+        pad_r = max(0, self.kernel_size[1] * self.dilation[1] - x.shape[2])
         if pad_b or pad_r:
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        padded_h, padded_w = x.shape[1], x.shape[2]
-        qkv = self.qkv(x).reshape(batch, padded_h, padded_w, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(3)
+        qkv = self.qkv(x).reshape(*x.shape[:3], 3, self.num_heads, self.head_dim)
+        return qkv.unbind(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attends over ``x`` of shape ``[B, H, W, C]``; returns the same shape."""
+        q, k, v = self._padded_qkv(x)
+        height, width = x.shape[1], x.shape[2]
         if self.training and self.attn_drop.p > 0:
             # Fused kernels cannot drop attention weights: run QK, softmax, AV apart.
             attn = na2d_qk(
@@ -93,18 +96,12 @@ class NeighborhoodAttention2D(nn.Module):
             out = neighborhood_attention_2d(
                 q, k, v, self.kernel_size, self.dilation, self.rpb, self.scale, self.backend
             )
-        out = out.reshape(batch, padded_h, padded_w, channels)
-        if pad_b or pad_r:
-            out = out[:, :height, :width]
+        out = out.flatten(3)[:, :height, :width]  # crop the padding
         return self.proj_drop(self.proj(out))
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax weights ``[B, H', W', heads, k_rows*k_cols]`` (H', W' after padding)."""
-        pad_b = max(0, self.kernel_size[0] * self.dilation[0] - x.shape[1])
-        pad_r = max(0, self.kernel_size[1] * self.dilation[1] - x.shape[2])
-        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        qkv = self.qkv(x).reshape(*x.shape[:3], 3, self.num_heads, self.head_dim)
-        q, k, _ = qkv.unbind(3)
+        q, k, _ = self._padded_qkv(x)
         logits = na2d_qk(
             q, k, self.kernel_size, self.dilation, self.rpb, self.scale, self._unfused()
         )
