@@ -38,12 +38,15 @@ def main(argv=None) -> None:
     parser.add_argument("--shape", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     parser.add_argument("--num-classes", type=int, default=1000, help="0 for the dense backbone")
     parser.add_argument("--kernel-size", type=int, default=7)
-    parser.add_argument("--dilations", default="imagenet224", help="preset name for DiNAT models")
+    parser.add_argument(
+        "--dilations",
+        default=None,
+        help="DiNAT dilation preset (default: imagenet384 for 384² kernel-7 models, else imagenet224; "
+        "dilation does not change the FLOPs)",
+    )
     args = parser.parse_args(argv)
-    dilations = (
-        "imagenet384"
-        if args.shape[0] >= 384 and args.kernel_size == 7 and args.dilations == "imagenet224"
-        else args.dilations
+    dilations = args.dilations or (
+        "imagenet384" if args.shape[0] >= 384 and args.kernel_size == 7 else "imagenet224"
     )
     model = create_model(
         args.model, num_classes=args.num_classes, kernel_size=args.kernel_size, dilations=dilations
