@@ -26,7 +26,8 @@ def mmengine_checkpoint_globals() -> list:
     import numpy as np
     from mmengine.logging import HistoryBuffer
 
-    name = "numpy._core.multiarray" if np.__version__ >= "2" else "numpy.core.multiarray"
+    numpy2 = int(np.__version__.split(".")[0]) >= 2
+    name = "numpy._core.multiarray" if numpy2 else "numpy.core.multiarray"
     multiarray = importlib.import_module(name)
     reconstructors = [
         (getattr(multiarray, attr), f"{module}.multiarray.{attr}")

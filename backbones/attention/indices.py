@@ -106,7 +106,6 @@ def axis_tables(length: int, kernel: int, dilation: int) -> AxisTables:
     )
 
 
-@lru_cache(maxsize=128)
 def _grid_indices(
     height: int, width: int, kernel: tuple[int, int], dilation: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
