@@ -1,0 +1,22 @@
+_base_ = [
+    '../_base_/models/cascade-mask-rcnn_nat_fpn.py',
+    '../_base_/coco-instance_ms-crop-3x.py',
+]
+# ImageNet weights the published model started from.
+pretrained = 'https://shi-labs.com/projects/dinat/checkpoints/imagenet22k/dinat_large_in22k_224.pth'  # noqa
+# The published COCO weights (mmdet 2.x layout; see tools/convert_mmdet2_checkpoint.py).
+published_checkpoint = 'https://shi-labs.com/projects/dinat/checkpoints/coco/cascadedmaskrcnn_dinat_large.pth'  # noqa
+model = dict(
+    backbone=dict(
+        type='DiNAT',
+        arch='large',
+        kernel_size=7,
+        dilations='coco',
+        layer_scale=None,
+        drop_path_rate=0.6,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[192, 384, 768, 1536]))
+# FP32, as the original ("No mixed precision with float16 in DiNAT-L").
+optim_wrapper = dict(
+    optimizer=dict(lr=7.5e-05),
+)

@@ -1,0 +1,23 @@
+_base_ = [
+    '../_base_/models/mask-rcnn_nat_fpn.py',
+    '../_base_/coco-instance_ms-crop-3x.py',
+]
+# ImageNet weights the published model started from.
+pretrained = 'https://shi-labs.com/projects/dinat/checkpoints/imagenet1k/dinat_mini_in1k_224.pth'  # noqa
+# The published COCO weights (mmdet 2.x layout; see tools/convert_mmdet2_checkpoint.py).
+published_checkpoint = 'https://shi-labs.com/projects/dinat/checkpoints/coco/maskrcnn_dinat_mini.pth'  # noqa
+model = dict(
+    backbone=dict(
+        type='DiNAT',
+        arch='mini',
+        kernel_size=7,
+        dilations='coco',
+        layer_scale=None,
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[64, 128, 256, 512]))
+optim_wrapper = dict(
+    # fp16 as in the original (mmcv Fp16OptimizerHook, static loss scale 512)
+    type='AmpOptimWrapper',
+    loss_scale=512.,
+)

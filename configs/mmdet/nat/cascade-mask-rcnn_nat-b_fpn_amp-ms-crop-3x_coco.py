@@ -1,0 +1,22 @@
+_base_ = [
+    '../_base_/models/cascade-mask-rcnn_nat_fpn.py',
+    '../_base_/coco-instance_ms-crop-3x.py',
+]
+# ImageNet weights the published model started from.
+pretrained = 'https://shi-labs.com/projects/nat/checkpoints/CLS/nat_base.pth'  # noqa
+# The published COCO weights (mmdet 2.x layout; see tools/convert_mmdet2_checkpoint.py).
+published_checkpoint = 'https://shi-labs.com/projects/nat/checkpoints/DET/nat_base_cascademaskrcnn.pth'  # noqa
+model = dict(
+    backbone=dict(
+        type='NAT',
+        arch='base',
+        kernel_size=7,
+        layer_scale=1e-5,
+        drop_path_rate=0.5,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[128, 256, 512, 1024]))
+optim_wrapper = dict(
+    # fp16 as in the original (mmcv Fp16OptimizerHook, static loss scale 512)
+    type='AmpOptimWrapper',
+    loss_scale=512.,
+)

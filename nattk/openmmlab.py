@@ -1,0 +1,145 @@
+"""MMEngine-side wrapper shared by the MMDetection and MMSegmentation adapters.
+
+:func:`openmmlab_backbone` turns a core class (``NAT``, ``DiNAT``, ``DiNATs``) into an
+MMEngine ``BaseModule`` with the constructor conventions of MMDetection's Swin:
+``arch`` presets, ``init_cfg=dict(type='Pretrained', checkpoint=...)`` and the
+deprecated ``pretrained=`` alias. ``detection/`` and ``segmentation/`` only register
+the returned classes in their framework's registry.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Union
+
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from nattk.backbones.checkpoint import LoadReport, load_pretrained
+from nattk.backbones.nat import NeighborhoodTransformer
+from nattk.backbones.variants import VARIANTS, dilation_preset
+from nattk.mmengine_compat import checkpoint_allowlist
+
+_FAMILY = {"NAT": "nat", "DiNAT": "dinat", "DiNATs": "dinat_s"}
+
+
+def arch_settings(family: str, arch: str) -> dict:
+    """Constructor arguments of a published variant (``family='dinat', arch='tiny'``).
+
+    Raises:
+        ValueError: No such variant in the family.
+    """
+    name = f"{family}_{arch}"
+    if name not in VARIANTS:
+        archs = sorted(k[len(family) + 1 :] for k, v in VARIANTS.items() if v.family == family)
+        raise ValueError(f"unknown arch {arch!r} for {family}; choose from {archs}")
+    variant = VARIANTS[name]
+    return dict(
+        embed_dim=variant.embed_dim,
+        depths=list(variant.depths),
+        num_heads=list(variant.num_heads),
+        mlp_ratio=variant.mlp_ratio,
+        layer_scale=variant.layer_scale,
+    )
+
+
+class _OpenMMLabMixin:
+    """Adds ``arch``, ``init_cfg`` and ``pretrained`` handling to a core backbone."""
+
+    family: str
+
+    def __init__(
+        self,
+        arch: Optional[str] = None,
+        dilations: Union[str, list, None] = None,
+        pretrained: Optional[str] = None,
+        init_cfg: Optional[dict] = None,
+        **kwargs,
+    ) -> None:
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError("give either init_cfg or pretrained, not both")
+            if not isinstance(pretrained, str):
+                raise TypeError(f"pretrained must be a str path or URL, got {type(pretrained)}")
+            warnings.warn(
+                "pretrained is deprecated; use init_cfg=dict(type='Pretrained', checkpoint=...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            init_cfg = dict(type="Pretrained", checkpoint=pretrained)
+        if "num_classes" in kwargs:
+            raise ValueError("a detection/segmentation backbone has no classifier: drop num_classes")
+        options = arch_settings(self.family, arch) if arch is not None else {}
+        options.update(kwargs)
+        if isinstance(dilations, str):
+            if "depths" not in options:
+                raise ValueError(f"dilation preset {dilations!r} needs arch or depths")
+            dilations = dilation_preset(self.family, dilations, options["depths"])
+        super().__init__(num_classes=0, dilations=dilations, **options)
+        self.init_cfg = init_cfg
+
+    def init_weights(self) -> None:
+        """Loads ``init_cfg``'s checkpoint (strictly, with a summary log) or keeps the init.
+
+        The official dense backbones apply no initialisation of their own, so without a
+        checkpoint the modules keep PyTorch's defaults (as the originals did).
+        """
+        logger = MMLogger.get_current_instance()
+        cfg = self.init_cfg
+        if not cfg or cfg.get("type") != "Pretrained":
+            if cfg:
+                super().init_weights()
+            else:
+                logger.info(f"{type(self).__name__}: no pretrained checkpoint, training from scratch")
+            return
+        self.load_report = self.load_checkpoint(
+            cfg["checkpoint"], prefix=cfg.get("prefix"), allow_missing=cfg.get("allow_missing", False)
+        )
+        self._is_init = True
+
+    def load_checkpoint(
+        self, checkpoint: str, prefix: Optional[str] = None, allow_missing: bool = False
+    ) -> LoadReport:
+        """Loads a path or URL into the backbone; see :func:`load_pretrained`.
+
+        Args:
+            checkpoint: Local path or URL (anything MMEngine's ``CheckpointLoader`` reads).
+            prefix: Only keys under this prefix are used, with the prefix removed.
+            allow_missing: Load even when backbone tensors are absent from the file.
+        """
+        with checkpoint_allowlist():
+            state = CheckpointLoader.load_checkpoint(checkpoint, map_location="cpu")
+        if prefix:
+            state = state.get("state_dict", state)
+            prefix = prefix if prefix.endswith(".") else prefix + "."
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if not state:
+                raise ValueError(f"no key of {checkpoint} starts with {prefix!r}")
+        logger = MMLogger.get_current_instance()
+        logger.info(f"{type(self).__name__}: loading {checkpoint}")
+        return load_pretrained(self, state, allow_missing=allow_missing, log=logger)
+
+
+def openmmlab_backbone(core: type[NeighborhoodTransformer], module: str = __name__) -> type:
+    """Returns ``core`` as an MMEngine ``BaseModule`` named like ``core``.
+
+    The class accepts every argument of ``core`` plus ``arch`` (``'tiny'``, ``'large'``,
+    ...: fills ``embed_dim``, ``depths``, ``num_heads``, ``mlp_ratio`` and
+    ``layer_scale``; explicit arguments win), ``dilations`` as a preset name (``'coco'``,
+    ``'ade20k512'``, ...), ``init_cfg`` and the deprecated ``pretrained``.
+    """
+    name = core.__name__
+    doc = (
+        f"{name} backbone for OpenMMLab frameworks (see ``nattk.backbones.{name}``).\n\n"
+        "Args:\n"
+        "    arch: Published variant (e.g. ``'tiny'``); explicit arguments override it.\n"
+        "    dilations: Preset name (e.g. ``'coco'``) or per-block nested list.\n"
+        "    pretrained: Deprecated alias of ``init_cfg=dict(type='Pretrained', ...)``.\n"
+        "    init_cfg: ``dict(type='Pretrained', checkpoint=..., [prefix=...],\n"
+        "        [allow_missing=False])``; missing backbone tensors raise unless allowed.\n"
+        "    **kwargs: Any argument of the core class (``kernel_size``, ``drop_path_rate``,\n"
+        "        ``layer_scale``, ``out_indices``, ``frozen_stages``, ``with_cp``, ...).\n"
+    )
+    namespace = {"family": _FAMILY[name], "__doc__": doc, "__module__": module}
+    return type(name, (_OpenMMLabMixin, core, BaseModule), namespace)
