@@ -1,0 +1,89 @@
+"""Shared logic of ``tools/train.py`` and ``tools/test.py``.
+
+One pair of scripts serves MMDetection and MMSegmentation configs; the framework is
+the config's ``default_scope``. Flags and their semantics follow MMDetection 3.3's
+tools (``--resume [CKPT]``, ``--amp``, ``--auto-scale-lr``, ``--cfg-options``,
+``--launcher``, ``--local-rank``; test: ``--out``, ``--show``, ``--show-dir``, ``--tta``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import warnings
+from typing import Optional, Sequence
+
+# Configs inheriting ``mmdet::``/``mmseg::`` bases make MMEngine import pkg_resources,
+# whose deprecation warning would otherwise open every run.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+from mmengine.config import Config, DictAction  # noqa: E402
+
+FRAMEWORKS = ("mmdet", "mmseg")
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--work-dir``, ``--cfg-options``, ``--launcher`` and ``--local-rank``."""
+    parser.add_argument("--work-dir", help="where logs and checkpoints go")
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action=DictAction,
+        help='override config keys, e.g. train_cfg.max_epochs=12 model.backbone.with_cp=True; '
+        'lists as key="[a,b]"',
+    )
+    parser.add_argument(
+        "--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none", help="job launcher"
+    )
+    # torch < 2.0's launcher passes --local_rank, torchrun sets LOCAL_RANK; accept both.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+
+
+def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parses ``argv`` and exports ``LOCAL_RANK`` for MMEngine when a launcher did not."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    return args
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Reads the config, applies the common flags and returns it.
+
+    Raises:
+        FileNotFoundError: No such config file.
+        ValueError: The config's ``default_scope`` is not a supported framework.
+    """
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f"config file not found: {args.config}")
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    framework_of(cfg)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def framework_of(cfg: Config) -> str:
+    """``'mmdet'`` or ``'mmseg'``, from the config's ``default_scope``."""
+    scope = cfg.get("default_scope")
+    if scope not in FRAMEWORKS:
+        raise ValueError(
+            f"config default_scope is {scope!r}; this script runs {FRAMEWORKS} configs "
+            "(inherit mmdet::_base_/default_runtime.py or mmseg's)"
+        )
+    return scope
+
+
+def build_runner(cfg: Config):
+    """``Runner.from_cfg``, or the registered runner when the config names one."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    if "runner_type" in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
