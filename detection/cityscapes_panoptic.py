@@ -79,7 +79,12 @@ class CityscapesPanopticDataset(CocoPanopticDataset):
 
 @METRICS.register_module()
 class CityscapesPanopticMetric(CocoPanopticMetric):
-    """:class:`CocoPanopticMetric` with the category order of the dataset's classes."""
+    """:class:`CocoPanopticMetric` for the Cityscapes layout.
+
+    Categories follow the order of the dataset's classes, and the ground-truth png of
+    ``<name>_leftImg8bit.png`` is ``<name>_gtFine_panoptic.png`` (the parent class
+    assumes the image's own name with a ``.png`` suffix).
+    """
 
     def __init__(self, ann_file=None, **kwargs) -> None:
         super().__init__(ann_file=ann_file, **kwargs)
@@ -87,3 +92,14 @@ class CityscapesPanopticMetric(CocoPanopticMetric):
             with get_local_path(ann_file, backend_args=self.backend_args) as local_path:
                 self._coco_api = NameOrderedCOCOPanoptic(local_path)
             self.categories = self._coco_api.cats
+
+    def process(self, data_batch: dict, data_samples) -> None:
+        """Points each sample's name at its ground-truth png, then evaluates it."""
+        renamed = []
+        for sample in data_samples:
+            name = osp.basename(sample["img_path"])
+            if not name.endswith("_leftImg8bit.png"):
+                raise ValueError(f"{name} is not a Cityscapes '<name>_leftImg8bit.png' image")
+            gt_name = name.replace("_leftImg8bit.png", "_gtFine_panoptic.png")
+            renamed.append(dict(sample, img_path=osp.join(osp.dirname(sample["img_path"]), gt_name)))
+        super().process(data_batch, renamed)
