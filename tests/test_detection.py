@@ -17,6 +17,7 @@ from mm_helpers import REPO, run_tool, set_num_classes, tiny_backbone
 
 pytest.importorskip("mmdet")
 
+import nattk.detection  # noqa: E402,F401  (registers NAT, DiNAT, DiNATs)
 from mmdet.registry import MODELS  # noqa: E402
 
 CONFIG_DIR = REPO / "configs" / "mmdet"
@@ -128,7 +129,7 @@ def test_init_cfg_loads_strictly(tmp_path):
     model = MODELS.build(
         dict(type="DiNATs", arch="tiny", init_cfg=dict(type="Pretrained", checkpoint=str(no_rpb)))
     )
-    with pytest.raises(ValueError, match="lacks 10 of the model's tensors"):
+    with pytest.raises(ValueError, match="lacks 12 of the model's tensors"):
         model.init_weights()
 
 
@@ -215,3 +216,71 @@ def test_train_test_resume_end_to_end(config, toy_coco, tmp_path):
     with open(out, "rb") as f:
         predictions = pickle.load(f)
     assert len(predictions) == 2 and "masks" in predictions[0]["pred_instances"]
+
+
+# ----------------------------------------------------------------------------- tools
+@pytest.mark.parametrize(
+    "config, params, flops",
+    [
+        ("nat/mask-rcnn_nat-t_fpn_amp-ms-crop-3x_coco.py", 48, 258),
+        ("dinat/cascade-mask-rcnn_dinat-t_fpn_amp-ms-crop-3x_coco.py", 85, 737),
+        ("dinat/cascade-mask-rcnn_dinat-l-in22k-pre_fpn_ms-crop-3x_coco.py", 258, 1276),
+    ],
+)
+def test_get_flops_reproduces_published_numbers(config, params, flops):
+    """nat_dinat.md §7.2 at 1280×800, within 3%."""
+    import get_flops
+
+    model, traced, framework = get_flops.model_from_config(str(CONFIG_DIR / config))
+    assert framework == "mmdet"
+    counted_params, counted_flops = get_flops.count(traced, get_flops.DEFAULT_SHAPES["mmdet"])
+    assert abs(counted_params / 1e6 - params) / params < 0.03
+    assert abs(counted_flops / 1e9 - flops) / flops < 0.03
+
+
+def _mmdet2_checkpoint(model: torch.nn.Module) -> dict:
+    """What mmdet 2.19 / mmcv 1.x saved: meta with CLASSES, state_dict, optimizer."""
+    return {
+        "meta": {
+            "mmdet_version": "2.19.0",
+            "mmcv_version": "1.4.0",
+            "CLASSES": ("square", "disk"),
+            "epoch": 36,
+            "iter": 263880,
+            "config": "model = dict(type='MaskRCNN', ...)",
+        },
+        "state_dict": {k: v.half() if v.is_floating_point() else v
+                       for k, v in model.state_dict().items()},  # fmt: skip
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-6, "params": [0, 1]}]},
+    }
+
+
+def test_mmdet2_checkpoint_converts_and_loads(tmp_path):
+    import convert_mmdet2_checkpoint as converter
+    from mmengine.runner import load_checkpoint
+
+    config = str(CONFIG_DIR / "nat" / "mask-rcnn_nat-m_fpn_amp-ms-crop-3x_coco.py")
+    cfg = Config.fromfile(config)
+    init_default_scope("mmdet")
+    source = MODELS.build(cfg.model)
+    old = tmp_path / "maskrcnn_nat_mini.pth"
+    torch.save(_mmdet2_checkpoint(source), old)
+    new = tmp_path / "converted.pth"
+    converter.main([str(old), str(new), "--config", config])
+
+    converted = torch.load(new, map_location="cpu", weights_only=True)
+    assert converted["meta"]["dataset_meta"] == {"classes": ("square", "disk")}
+    assert "optimizer" not in converted
+    target = MODELS.build(cfg.model)
+    load_checkpoint(target, str(new), strict=True)
+    for key in ("backbone.levels.2.blocks.3.attn.rpb", "roi_head.mask_head.conv_logits.weight"):
+        torch.testing.assert_close(target.state_dict()[key], source.state_dict()[key].half().float())
+
+    broken = _mmdet2_checkpoint(source)
+    del broken["state_dict"]["backbone.levels.0.blocks.0.attn.rpb"]
+    torch.save(broken, old)
+    with pytest.raises(ValueError, match="1 model tensors missing"):
+        converter.main([str(old), str(new), "--config", config])
+    torch.save({"model": {}}, old)
+    with pytest.raises(ValueError, match="not an mmdet 2.x checkpoint"):
+        converter.main([str(old), str(new)])
