@@ -101,5 +101,7 @@ class CityscapesPanopticMetric(CocoPanopticMetric):
             if not name.endswith("_leftImg8bit.png"):
                 raise ValueError(f"{name} is not a Cityscapes '<name>_leftImg8bit.png' image")
             gt_name = name.replace("_leftImg8bit.png", "_gtFine_panoptic.png")
-            renamed.append(dict(sample, img_path=osp.join(osp.dirname(sample["img_path"]), gt_name)))
+            renamed.append(
+                dict(sample, img_path=osp.join(osp.dirname(sample["img_path"]), gt_name))
+            )
         super().process(data_batch, renamed)

@@ -43,7 +43,9 @@ class DummyForward(nn.Module):
         rois = bbox2roi([self.proposals(*images.shape[-2:]).to(images)])
         mask_rois = rois[: self.num_mask_rois]
         roi_head = detector.roi_head
-        stages = [(s,) for s in range(roi_head.num_stages)] if hasattr(roi_head, "num_stages") else [()]
+        stages = (
+            [(s,) for s in range(roi_head.num_stages)] if hasattr(roi_head, "num_stages") else [()]
+        )
         for stage in stages:
             outputs.append(roi_head._bbox_forward(*stage, features, rois)["cls_score"])
             if roi_head.with_mask:

@@ -30,11 +30,14 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         "--cfg-options",
         nargs="+",
         action=DictAction,
-        help='override config keys, e.g. train_cfg.max_epochs=12 model.backbone.with_cp=True; '
+        help="override config keys, e.g. train_cfg.max_epochs=12 model.backbone.with_cp=True; "
         'lists as key="[a,b]"',
     )
     parser.add_argument(
-        "--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none", help="job launcher"
+        "--launcher",
+        choices=["none", "pytorch", "slurm", "mpi"],
+        default="none",
+        help="job launcher",
     )
     # torch < 2.0's launcher passes --local_rank, torchrun sets LOCAL_RANK; accept both.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)

@@ -69,7 +69,9 @@ class _OpenMMLabMixin:
             )
             init_cfg = dict(type="Pretrained", checkpoint=pretrained)
         if "num_classes" in kwargs:
-            raise ValueError("a detection/segmentation backbone has no classifier: drop num_classes")
+            raise ValueError(
+                "a detection/segmentation backbone has no classifier: drop num_classes"
+            )
         options = arch_settings(self.family, arch) if arch is not None else {}
         options.update(kwargs)
         if isinstance(dilations, str):
@@ -91,10 +93,14 @@ class _OpenMMLabMixin:
             if cfg:
                 super().init_weights()
             else:
-                logger.info(f"{type(self).__name__}: no pretrained checkpoint, training from scratch")
+                logger.info(
+                    f"{type(self).__name__}: no pretrained checkpoint, training from scratch"
+                )
             return
         self.load_report = self.load_checkpoint(
-            cfg["checkpoint"], prefix=cfg.get("prefix"), allow_missing=cfg.get("allow_missing", False)
+            cfg["checkpoint"],
+            prefix=cfg.get("prefix"),
+            allow_missing=cfg.get("allow_missing", False),
         )
         self._is_init = True
 

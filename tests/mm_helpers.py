@@ -68,5 +68,7 @@ def run_tool(script: str, *args: str, timeout: int = 900) -> str:
     )
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(args)} failed ({proc.returncode}):\n{output[-6000:]}")
+        raise AssertionError(
+            f"{script} {' '.join(args)} failed ({proc.returncode}):\n{output[-6000:]}"
+        )
     return output

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from mm_helpers import REPO, run_tool, set_num_classes, tiny_backbone
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from nattk.toy_data import make_toy_coco, toy_metainfo
 
-from mm_helpers import REPO, run_tool, set_num_classes, tiny_backbone
-
 pytest.importorskip("mmdet")
 
-import nattk.detection  # noqa: E402,F401  (registers NAT, DiNAT, DiNATs)
 from mmdet.registry import MODELS  # noqa: E402
+
+import nattk.detection  # noqa: E402,F401  (registers NAT, DiNAT, DiNATs)
 
 CONFIG_DIR = REPO / "configs" / "mmdet"
 DETECTION_CONFIGS = sorted(
@@ -104,7 +104,9 @@ def test_pretrained_alias_and_errors():
         model = MODELS.build(dict(type="NAT", arch="mini", pretrained="x.pth"))
     assert model.init_cfg == dict(type="Pretrained", checkpoint="x.pth")
     with pytest.raises(ValueError, match="not both"):
-        MODELS.build(dict(type="NAT", arch="mini", pretrained="x", init_cfg=dict(type="Pretrained")))
+        MODELS.build(
+            dict(type="NAT", arch="mini", pretrained="x", init_cfg=dict(type="Pretrained"))
+        )
     with pytest.raises(ValueError, match="unknown arch 'huge'"):
         MODELS.build(dict(type="DiNAT", arch="huge"))
     with pytest.raises(ValueError, match="num_classes"):
@@ -249,8 +251,9 @@ def _mmdet2_checkpoint(model: torch.nn.Module) -> dict:
             "iter": 263880,
             "config": "model = dict(type='MaskRCNN', ...)",
         },
-        "state_dict": {k: v.half() if v.is_floating_point() else v
-                       for k, v in model.state_dict().items()},  # fmt: skip
+        "state_dict": {
+            k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()
+        },  # fmt: skip
         "optimizer": {"state": {}, "param_groups": [{"lr": 1e-6, "params": [0, 1]}]},
     }
 
@@ -274,7 +277,9 @@ def test_mmdet2_checkpoint_converts_and_loads(tmp_path):
     target = MODELS.build(cfg.model)
     load_checkpoint(target, str(new), strict=True)
     for key in ("backbone.levels.2.blocks.3.attn.rpb", "roi_head.mask_head.conv_logits.weight"):
-        torch.testing.assert_close(target.state_dict()[key], source.state_dict()[key].half().float())
+        torch.testing.assert_close(
+            target.state_dict()[key], source.state_dict()[key].half().float()
+        )
 
     broken = _mmdet2_checkpoint(source)
     del broken["state_dict"]["backbone.levels.0.blocks.0.attn.rpb"]

@@ -60,13 +60,13 @@ def enable_tta(cfg: Config, framework: str) -> None:
     """
     if framework == "mmdet":
         if "tta_model" not in cfg:
-            warnings.warn("no tta_model in the config: using flip TTA with NMS 0.5")
+            warnings.warn("no tta_model in the config: using flip TTA with NMS 0.5", stacklevel=2)
             cfg.tta_model = dict(
                 type="DetTTAModel",
                 tta_cfg=dict(nms=dict(type="nms", iou_threshold=0.5), max_per_img=100),
             )
         if "tta_pipeline" not in cfg:
-            warnings.warn("no tta_pipeline in the config: flipping the test pipeline")
+            warnings.warn("no tta_pipeline in the config: flipping the test pipeline", stacklevel=2)
             dataset = cfg.test_dataloader.dataset
             while "dataset" in dataset:
                 dataset = dataset["dataset"]
