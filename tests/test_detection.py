@@ -289,3 +289,19 @@ def test_mmdet2_checkpoint_converts_and_loads(tmp_path):
     torch.save({"model": {}}, old)
     with pytest.raises(ValueError, match="not an mmdet 2.x checkpoint"):
         converter.main([str(old), str(new)])
+
+
+def test_test_tool_rejects_mask_tta_with_a_clear_error():
+    import importlib.util
+
+    # Loaded by path: "test" would otherwise resolve to Python's own test package.
+    spec = importlib.util.spec_from_file_location("test_tool", REPO / "tools" / "test.py")
+    test_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_tool)
+    cfg = Config.fromfile(CONFIG_DIR / "nat" / "mask-rcnn_nat-m_fpn_amp-ms-crop-3x_coco.py")
+    with pytest.raises(ValueError, match="cannot merge the instance masks"):
+        test_tool.enable_tta(cfg, "mmdet")
+    cfg.model.roi_head.pop("mask_head")
+    test_tool.enable_tta(cfg, "mmdet")
+    assert cfg.model.type == "DetTTAModel" and cfg.model.module.type == "MaskRCNN"
+    assert cfg.test_dataloader.dataset.pipeline[-1].type == "TestTimeAug"

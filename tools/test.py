@@ -56,9 +56,19 @@ def enable_tta(cfg: Config, framework: str) -> None:
     """Wraps the model in ``tta_model`` and swaps the test pipeline for ``tta_pipeline``.
 
     MMDetection configs without TTA settings get MMDetection's default (horizontal
-    flip, merged by NMS 0.5); MMSegmentation configs must define both keys.
+    flip, merged by NMS 0.5) when they predict boxes only; MMSegmentation configs
+    must define both keys.
+
+    Raises:
+        ValueError: A TTA key is missing, or the default would have to merge masks.
     """
     if framework == "mmdet":
+        if "tta_model" not in cfg and _predicts_masks(cfg.model):
+            raise ValueError(
+                "--tta: MMDetection's DetTTAModel merges boxes only and cannot merge the "
+                "instance masks this config predicts; define tta_model and tta_pipeline in "
+                "the config to use a TTA wrapper of your own"
+            )
         if "tta_model" not in cfg:
             warnings.warn("no tta_model in the config: using flip TTA with NMS 0.5", stacklevel=2)
             cfg.tta_model = dict(
@@ -97,6 +107,11 @@ def enable_tta(cfg: Config, framework: str) -> None:
         raise ValueError(f"--tta needs {missing} in the config")
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def _predicts_masks(model: dict) -> bool:
+    roi_head = model.get("roi_head") or {}
+    return "mask_head" in roi_head or "panoptic_head" in model
 
 
 def main(argv=None) -> None:
