@@ -1,10 +1,12 @@
-"""MMEngine-side wrapper shared by the MMDetection and MMSegmentation adapters.
+"""MMEngine-side backbones shared by the MMDetection and MMSegmentation adapters.
 
 :func:`openmmlab_backbone` turns a core class (``NAT``, ``DiNAT``, ``DiNATs``) into an
 MMEngine ``BaseModule`` with the constructor conventions of MMDetection's Swin:
 ``arch`` presets, ``init_cfg=dict(type='Pretrained', checkpoint=...)`` and the
-deprecated ``pretrained=`` alias. ``detection/`` and ``segmentation/`` only register
-the returned classes in their framework's registry.
+deprecated ``pretrained=`` alias. The three classes are registered once, in MMEngine's
+root ``MODELS`` registry: MMDetection's and MMSegmentation's registries are its
+children and fall back to it, so ``type='DiNAT'`` resolves under either scope without
+either adapter importing the other framework.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Optional, Union
 
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
+from mmengine.registry import MODELS
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from nattk.backbones.checkpoint import LoadReport, load_pretrained
+from nattk.backbones import nat as core
 from nattk.backbones.nat import NeighborhoodTransformer
 from nattk.backbones.variants import VARIANTS, dilation_preset
 from nattk.mmengine_compat import checkpoint_allowlist
@@ -149,3 +153,8 @@ def openmmlab_backbone(core: type[NeighborhoodTransformer], module: str = __name
     )
     namespace = {"family": _FAMILY[name], "__doc__": doc, "__module__": module}
     return type(name, (_OpenMMLabMixin, core, BaseModule), namespace)
+
+
+NAT = MODELS.register_module(module=openmmlab_backbone(core.NAT))
+DiNAT = MODELS.register_module(module=openmmlab_backbone(core.DiNAT))
+DiNATs = MODELS.register_module(module=openmmlab_backbone(core.DiNATs))

@@ -1,0 +1,9 @@
+"""NAT, DiNAT and DiNAT_s as MMSegmentation backbones.
+
+The classes live in :mod:`nattk.openmmlab`, registered in MMEngine's root ``MODELS``
+registry, which ``mmseg.registry.MODELS`` falls back to.
+"""
+
+from nattk.openmmlab import NAT, DiNAT, DiNATs
+
+__all__ = ["NAT", "DiNAT", "DiNATs"]
