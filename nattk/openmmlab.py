@@ -19,8 +19,8 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from nattk.backbones.checkpoint import LoadReport, load_pretrained
 from nattk.backbones import nat as core
+from nattk.backbones.checkpoint import LoadReport, load_pretrained
 from nattk.backbones.nat import NeighborhoodTransformer
 from nattk.backbones.variants import VARIANTS, dilation_preset
 from nattk.mmengine_compat import checkpoint_allowlist

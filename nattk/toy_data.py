@@ -174,8 +174,75 @@ def make_toy_coco(
     return root
 
 
+def _semantic_scenes(rng, count, size, max_shapes, first_label):
+    """Images and label maps: background ``first_label``, then one label per thing."""
+    for _ in range(count):
+        image, shapes = _random_scene(rng, *size, max_shapes)
+        labels = np.full(size, first_label, dtype=np.uint8)
+        for shape in shapes:
+            labels[shape.mask(*size)] = first_label + 1 + THING_CLASSES.index(shape.kind)
+        yield image, labels
+
+
+def make_toy_ade20k(
+    root: Union[str, Path],
+    num_train: int = 8,
+    num_val: int = 4,
+    size: tuple[int, int] = (96, 128),
+    seed: int = 0,
+) -> Path:
+    """Writes a semantic-segmentation set in the ADE20K layout under ``root``.
+
+    ``images/{training,validation}/*.jpg`` and ``annotations/{training,validation}/*.png``
+    with ADE20K's label convention: 0 is "other" (ignored with ``reduce_zero_label``),
+    1 background, 2 square, 3 disk.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, count in (("training", num_train), ("validation", num_val)):
+        for index, (image, labels) in enumerate(
+            _semantic_scenes(rng, count, size, 3, first_label=1)
+        ):
+            name = f"ADE_{split[:5]}_{index:08d}"
+            _write_image(root / "images" / split / f"{name}.jpg", image)
+            _write_image(root / "annotations" / split / f"{name}.png", labels[:, :, None])
+    return root
+
+
+def make_toy_cityscapes(
+    root: Union[str, Path],
+    num_train: int = 8,
+    num_val: int = 4,
+    size: tuple[int, int] = (64, 128),
+    seed: int = 0,
+) -> Path:
+    """Writes a semantic-segmentation set in the Cityscapes layout under ``root``.
+
+    ``leftImg8bit/{train,val}/toycity/*_leftImg8bit.png`` and
+    ``gtFine/{train,val}/toycity/*_gtFine_labelTrainIds.png`` (train ids: 0 background,
+    1 square, 2 disk).
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", num_train), ("val", num_val)):
+        for index, (image, labels) in enumerate(
+            _semantic_scenes(rng, count, size, 3, first_label=0)
+        ):
+            stem = f"toycity_000000_{index:06d}"
+            _write_image(
+                root / "leftImg8bit" / split / "toycity" / f"{stem}_leftImg8bit.png", image
+            )
+            gt = root / "gtFine" / split / "toycity" / f"{stem}_gtFine_labelTrainIds.png"
+            _write_image(gt, labels[:, :, None])
+    return root
+
+
 def toy_metainfo(panoptic: bool = False) -> dict:
-    """``metainfo`` to give MMDetection's COCO datasets for the toy data."""
+    """``metainfo`` to give MMDetection's COCO datasets for the toy data.
+
+    MMSegmentation only accepts a subset of a dataset's own classes: give its first
+    three classes for the semantic toy sets (their ids then map to themselves).
+    """
     if panoptic:
         return dict(
             classes=THING_CLASSES + STUFF_CLASSES,

@@ -259,7 +259,7 @@ def _mmdet2_checkpoint(model: torch.nn.Module) -> dict:
 
 
 def test_mmdet2_checkpoint_converts_and_loads(tmp_path):
-    import convert_mmdet2_checkpoint as converter
+    import convert_legacy_checkpoint as converter
     from mmengine.runner import load_checkpoint
 
     config = str(CONFIG_DIR / "nat" / "mask-rcnn_nat-m_fpn_amp-ms-crop-3x_coco.py")
@@ -287,7 +287,7 @@ def test_mmdet2_checkpoint_converts_and_loads(tmp_path):
     with pytest.raises(ValueError, match="1 model tensors missing"):
         converter.main([str(old), str(new), "--config", config])
     torch.save({"model": {}}, old)
-    with pytest.raises(ValueError, match="not an mmdet 2.x checkpoint"):
+    with pytest.raises(ValueError, match="not an mmdet 2.x / mmseg 0.x checkpoint"):
         converter.main([str(old), str(new)])
 
 

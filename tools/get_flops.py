@@ -3,8 +3,9 @@
 FLOPs are fvcore-style multiply-accumulates (MMEngine's ``FlopAnalyzer``) with
 neighborhood attention counted as N·k²·C MACs for QK plus the same for AV, as the
 published tables were. Detection configs are counted on MMDetection 2.x's
-``forward_dummy`` (1000 proposals, masks on 100) at 1280×800, segmentation configs
-on the segmentor's logits at 2048×512, unless ``--shape`` says otherwise.
+``forward_dummy`` (1000 proposals, masks on 100) at 1280×800, segmentation configs on
+MMSegmentation 0.x's ``forward_dummy`` (backbone + decode head) at 2048×512, unless
+``--shape`` says otherwise.
 
 Examples::
 
@@ -16,6 +17,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import inspect
 
 import torch
 from mmengine.analysis import FlopAnalyzer
@@ -64,23 +66,23 @@ def model_from_config(path: str) -> tuple[torch.nn.Module, torch.nn.Module | Non
         from mmseg.registry import MODELS
 
         model = MODELS.build(cfg.model)
-        traced = _SegmentorLogits(model)
+        # Query-based heads (Mask2Former) need data samples and were counted by
+        # Detectron2's tool; only plain ``decode_head(features)`` heads are traced.
+        plain = len(inspect.signature(model.decode_head.forward).parameters) == 1
+        traced = _SegmentorLogits(model) if plain else None
     return model, traced, framework
 
 
 class _SegmentorLogits(torch.nn.Module):
-    """The segmentor's logits for a batch (decode and auxiliary heads)."""
+    """MMSegmentation 0.x ``forward_dummy``: backbone and decode head (no auxiliary head,
+    which only trains), the convention of the published segmentation FLOPs."""
 
     def __init__(self, segmentor: torch.nn.Module) -> None:
         super().__init__()
         self.segmentor = segmentor
 
-    def forward(self, images: torch.Tensor):
-        features = self.segmentor.extract_feat(images)
-        outputs = [self.segmentor.decode_head(features)]
-        if getattr(self.segmentor, "with_auxiliary_head", False):
-            outputs.append(self.segmentor.auxiliary_head(features))
-        return outputs
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.segmentor.decode_head(self.segmentor.extract_feat(images))
 
 
 def main(argv=None) -> None:

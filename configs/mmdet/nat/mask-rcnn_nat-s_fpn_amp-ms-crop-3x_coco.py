@@ -4,7 +4,7 @@ _base_ = [
 ]
 # ImageNet weights the published model started from.
 pretrained = 'https://shi-labs.com/projects/nat/checkpoints/CLS/nat_small.pth'  # noqa
-# The published COCO weights (mmdet 2.x layout; see tools/convert_mmdet2_checkpoint.py).
+# The published COCO weights (mmdet 2.x layout; see tools/convert_legacy_checkpoint.py).
 published_checkpoint = 'https://shi-labs.com/projects/nat/checkpoints/DET/nat_small_maskrcnn.pth'  # noqa
 model = dict(
     backbone=dict(

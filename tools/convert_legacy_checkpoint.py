@@ -1,18 +1,21 @@
-"""Convert a published MMDetection 2.x NAT / DiNAT detector checkpoint for this toolkit.
+"""Convert a published mmdet 2.x / mmseg 0.x NAT / DiNAT checkpoint for this toolkit.
 
-The official COCO checkpoints (``maskrcnn_dinat_tiny.pth``, ...) were written by
-mmdet 2.19 / mmcv 1.x. Their parameter names already match this toolkit's models
-(backbone keys are the official ones); what changes is the wrapping: the optimizer
-state is dropped, half tensors are stored as float32, and mmcv's ``meta['CLASSES']``
-becomes MMEngine's ``meta['dataset_meta']``. With ``--config`` the result is checked
-against the model the config builds, and missing or misshapen tensors are an error.
+The official COCO and ADE20K checkpoints (``maskrcnn_dinat_tiny.pth``,
+``upernet_dinat_large.pth``, ...) were written by mmdet 2.19 / mmseg 0.20 on mmcv 1.x.
+Their parameter names already match this toolkit's models (backbone keys are the
+official ones, and the MMDetection 3 / MMSegmentation 1 heads kept their names); what
+changes is the wrapping: the optimizer state is dropped, half tensors are stored as
+float32, and mmcv's ``meta['CLASSES']`` / ``meta['PALETTE']`` become MMEngine's
+``meta['dataset_meta']``. With ``--config`` the result is checked against the model
+the config builds (MMDetection or MMSegmentation, from its scope), and missing or
+misshapen tensors are an error.
 
 Examples::
 
-    python tools/convert_mmdet2_checkpoint.py maskrcnn_dinat_tiny.pth mask-rcnn_dinat-t.pth \\
+    python tools/convert_legacy_checkpoint.py maskrcnn_dinat_tiny.pth mask-rcnn_dinat-t.pth \\
         --config configs/mmdet/dinat/mask-rcnn_dinat-t_fpn_amp-ms-crop-3x_coco.py
-    python tools/test.py configs/mmdet/dinat/mask-rcnn_dinat-t_fpn_amp-ms-crop-3x_coco.py \\
-        mask-rcnn_dinat-t.pth
+    python tools/convert_legacy_checkpoint.py upernet_dinat_large.pth upernet_dinat_large_mm1.pth \\
+        --config configs/upernet_dinat_large.py
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ def load_mmdet2(path: str, trust: bool = False) -> dict:
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         keys = list(checkpoint)[:5] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"{path} is not an mmdet 2.x checkpoint (no 'state_dict'; found {keys})")
+        raise ValueError(
+            f"{path} is not an mmdet 2.x / mmseg 0.x checkpoint (no 'state_dict'; found {keys})"
+        )
     return checkpoint
 
 
@@ -52,21 +57,26 @@ def convert(checkpoint: dict) -> dict:
         state[key] = value.float() if value.is_floating_point() else value
     old_meta = checkpoint.get("meta") or {}
     meta = {k: old_meta[k] for k in _KEEP_META if k in old_meta}
-    if "CLASSES" in old_meta:
-        meta["dataset_meta"] = dict(classes=tuple(old_meta["CLASSES"]))
-    meta["converted_by"] = "nat-toolkit tools/convert_mmdet2_checkpoint.py"
+    dataset_meta = {}
+    if old_meta.get("CLASSES") is not None:
+        dataset_meta["classes"] = tuple(old_meta["CLASSES"])
+    if old_meta.get("PALETTE") is not None:
+        dataset_meta["palette"] = [list(color) for color in old_meta["PALETTE"]]
+    if dataset_meta:
+        meta["dataset_meta"] = dataset_meta
+    meta["converted_by"] = "nat-toolkit tools/convert_legacy_checkpoint.py"
     return dict(state_dict=state, meta=meta)
 
 
 def check_against_config(state: dict, config: str, allow_missing: bool = False) -> str:
     """Compares ``state`` with the model of ``config``; raises on any mismatch."""
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import MODELS, init_default_scope
+
+    from nattk.cli import framework_of
 
     cfg = Config.fromfile(config)
-    init_default_scope(cfg.get("default_scope", "mmdet"))
-    from mmdet.registry import MODELS
-
+    init_default_scope(framework_of(cfg))  # MODELS.build then resolves in that scope
     target = MODELS.build(cfg.model).state_dict()
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
@@ -89,7 +99,7 @@ def check_against_config(state: dict, config: str, allow_missing: bool = False) 
 
 def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", help="mmdet 2.x checkpoint (.pth)")
+    parser.add_argument("src", help="mmdet 2.x / mmseg 0.x checkpoint (.pth)")
     parser.add_argument("dst", help="output checkpoint")
     parser.add_argument("--config", help="check the result against this config's model")
     parser.add_argument(
