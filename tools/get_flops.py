@@ -40,12 +40,14 @@ def count(model: torch.nn.Module, shape: tuple[int, int]) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters()), flops
 
 
-def model_from_config(path: str) -> tuple[torch.nn.Module, torch.nn.Module | None, str]:
+def model_from_config(path: str) -> tuple[torch.nn.Module, torch.nn.Module | None, tuple]:
     """Builds a config's model.
 
     Returns:
         The model, the module to trace for FLOPs (``None`` when this tool has no
-        published counting convention for the architecture) and the framework.
+        published counting convention for the architecture) and the input ``(H, W)``
+        of the published count: the config's ``flops_input_shape`` if it sets one,
+        else 800×1280 for detection and 512×2048 for segmentation.
     """
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
@@ -70,7 +72,8 @@ def model_from_config(path: str) -> tuple[torch.nn.Module, torch.nn.Module | Non
         # Detectron2's tool; only plain ``decode_head(features)`` heads are traced.
         plain = len(inspect.signature(model.decode_head.forward).parameters) == 1
         traced = _SegmentorLogits(model) if plain else None
-    return model, traced, framework
+    shape = tuple(cfg.get("flops_input_shape") or DEFAULT_SHAPES[framework])
+    return model, traced, shape
 
 
 class _SegmentorLogits(torch.nn.Module):
@@ -106,8 +109,8 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     if args.model.endswith(".py"):
-        model, traced, framework = model_from_config(args.model)
-        shape = tuple(args.shape or DEFAULT_SHAPES[framework])
+        model, traced, shape = model_from_config(args.model)
+        shape = tuple(args.shape or shape)
         params = sum(p.numel() for p in model.parameters())
         if traced is None:
             print(f"{args.model}: params {params / 1e6:.2f}M (FLOPs: no published convention)")
