@@ -87,7 +87,8 @@ class CityscapesPanopticMetric(CocoPanopticMetric):
     """
 
     def __init__(self, ann_file=None, **kwargs) -> None:
-        super().__init__(ann_file=ann_file, **kwargs)
+        # The parent would parse the json with the json-ordered API; parse it once here.
+        super().__init__(ann_file=None, **kwargs)
         if ann_file:
             with get_local_path(ann_file, backend_args=self.backend_args) as local_path:
                 self._coco_api = NameOrderedCOCOPanoptic(local_path)

@@ -131,7 +131,7 @@ class _OpenMMLabMixin:
         return load_pretrained(self, state, allow_missing=allow_missing, log=logger)
 
 
-def openmmlab_backbone(core: type[NeighborhoodTransformer], module: str = __name__) -> type:
+def openmmlab_backbone(core: type[NeighborhoodTransformer]) -> type:
     """Returns ``core`` as an MMEngine ``BaseModule`` named like ``core``.
 
     The class accepts every argument of ``core`` plus ``arch`` (``'tiny'``, ``'large'``,
@@ -151,7 +151,7 @@ def openmmlab_backbone(core: type[NeighborhoodTransformer], module: str = __name
         "    **kwargs: Any argument of the core class (``kernel_size``, ``drop_path_rate``,\n"
         "        ``layer_scale``, ``out_indices``, ``frozen_stages``, ``with_cp``, ...).\n"
     )
-    namespace = {"family": _FAMILY[name], "__doc__": doc, "__module__": module}
+    namespace = {"family": _FAMILY[name], "__doc__": doc, "__module__": __name__}
     return type(name, (_OpenMMLabMixin, core, BaseModule), namespace)
 
 
