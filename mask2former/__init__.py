@@ -1,1 +1,24 @@
-"""Mask2former adapter of nat-toolkit (filled in by its own issue)."""
+"""Detectron2 / Mask2Former adapter of nat-toolkit.
+
+Framework-free parts (importable without detectron2): the ``MODEL.NAT/DINAT/DINATS``
+config keys (:mod:`.config`), the backbone mixin (:mod:`.backbone_mixin`) and the
+helpers that use an upstream Mask2Former checkout (:mod:`.upstream`). Importing
+:mod:`nattk.mask2former.backbone` (needs detectron2) registers ``D2NAT``, ``D2DiNAT`` and
+``D2DiNATs`` in Detectron2's ``BACKBONE_REGISTRY``; ``tools/train_m2f.py`` is the launcher.
+"""
+
+from .config import (
+    add_dinat_config,
+    add_dinats_config,
+    add_nat_config,
+    add_nattk_config,
+    backbone_kwargs,
+)
+
+__all__ = [
+    "add_dinat_config",
+    "add_dinats_config",
+    "add_nat_config",
+    "add_nattk_config",
+    "backbone_kwargs",
+]

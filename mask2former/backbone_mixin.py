@@ -1,0 +1,110 @@
+"""The framework-free half of the Detectron2 backbones (no detectron2 import).
+
+:class:`D2BackboneMixin` sits in front of a core class (``NAT``, ``DiNAT``, ``DiNATs``)
+and gives it what Detectron2's ``Backbone`` protocol needs: a ``(cfg, input_shape)``
+constructor, ``res2..res5`` dict outputs, ``_out_feature_channels/_strides`` (which
+``Backbone.output_shape()`` turns into ``ShapeSpec``) and ``size_divisibility``.
+Inheritance, not composition, keeps the core's parameter names at the top level, so
+the published Mask2Former checkpoints (``backbone.levels.*``) load unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import torch
+
+from nattk.backbones.nat import NeighborhoodTransformer
+
+from .config import CONFIG_KEYS, FEATURE_NAMES, backbone_kwargs
+
+logger = logging.getLogger(__name__)
+
+_DENSE_NORM = re.compile(r"^norm\d+\.")
+_FAMILY_OF_CLASS = {"NAT": "nat", "DiNAT": "dinat", "DiNATs": "dinat_s"}
+
+
+class D2BackboneMixin:
+    """Detectron2 backbone protocol over a :class:`NeighborhoodTransformer` core class.
+
+    Use as ``class D2DiNAT(D2BackboneMixin, DiNAT, Backbone)``.
+
+    Args:
+        cfg: Detectron2 config with ``MODEL.<NAT|DINAT|DINATS>`` declared.
+        input_shape: Detectron2 ``ShapeSpec`` of the image (only ``channels`` is read);
+            ``None`` means 3 channels.
+    """
+
+    #: ``"nat"``, ``"dinat"`` or ``"dinat_s"``; derived from the core class when unset.
+    family: str = ""
+
+    def __init__(self, cfg, input_shape=None) -> None:
+        family = self.family or self._core_family()
+        node = getattr(cfg.MODEL, CONFIG_KEYS[family])
+        in_chans = 3 if getattr(input_shape, "channels", None) is None else input_shape.channels
+        super().__init__(**backbone_kwargs(node, family, in_chans=in_chans))
+        self.config_key = f"MODEL.{CONFIG_KEYS[family]}"
+        self.allow_missing_weights = bool(node.ALLOW_MISSING_WEIGHTS)
+        self._out_features = [FEATURE_NAMES[i] for i in self.out_indices]
+        self._out_feature_channels = dict(zip(self._out_features, self.out_channels))
+        self._out_feature_strides = dict(zip(self._out_features, self.out_strides))
+
+    @classmethod
+    def _core_family(cls) -> str:
+        for base in cls.__mro__:
+            if base.__name__ in _FAMILY_OF_CLASS and issubclass(base, NeighborhoodTransformer):
+                return _FAMILY_OF_CLASS[base.__name__]
+        raise TypeError(f"{cls.__name__} must derive from NAT, DiNAT or DiNATs")
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Maps an image batch ``[B, C, H, W]`` to ``{"res2": ..., "res5": ...}``."""
+        return dict(zip(self._out_features, super().forward(x)))
+
+    def feature_shapes(self) -> dict[str, tuple[int, int]]:
+        """``{name: (channels, stride)}`` of each output (``output_shape()`` without ShapeSpec)."""
+        return {
+            name: (self._out_feature_channels[name], self._out_feature_strides[name])
+            for name in self._out_features
+        }
+
+    @property
+    def size_divisibility(self) -> int:
+        """Inputs are padded to a multiple of 32, the stride of ``res5``."""
+        return 32
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+    ) -> None:
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
+        # Detectron2 loads with strict=False and drops shape-mismatched tensors (an rpb
+        # made for another kernel size) with a warning only; refuse to go on silently.
+        expected = [prefix + key for key in self.state_dict(keep_vars=True)]
+        missing = [key for key in expected if key not in state_dict]
+        if all(_DENSE_NORM.match(key[len(prefix) :]) for key in missing):
+            if missing:  # ImageNet weights have no norm0..3: they start fresh, as everywhere
+                logger.info("%s: new dense-output norms %s initialised fresh", prefix, missing)
+            return
+        message = missing_weights_message(type(self).__name__, missing, len(expected))
+        if self.allow_missing_weights:
+            logger.warning("%s (allowed by %s.ALLOW_MISSING_WEIGHTS)", message, self.config_key)
+        else:
+            errors.append(
+                f"{message}. Set {self.config_key}.ALLOW_MISSING_WEIGHTS True to train them "
+                "from their random initialisation."
+            )
+
+
+def missing_weights_message(owner: str, missing: list[str], total: int) -> str:
+    """Says which backbone tensors a checkpoint lacks and how to fix the usual cause."""
+    shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+    hint = ""
+    if any(key.endswith(".rpb") for key in missing):
+        hint = (
+            "; an rpb made for another kernel size is skipped by Detectron2 as a shape "
+            "mismatch: resize it with `python tools/convert_checkpoint.py IN.pth OUT.pkl "
+            "--to d2 --kernel-size K`"
+        )
+    return f"{owner}: the checkpoint has no value for {len(missing)} of {total} backbone tensors ({shown}){hint}"

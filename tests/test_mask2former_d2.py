@@ -1,0 +1,186 @@
+"""Detectron2 half of the Mask2Former adapter: real detectron2 + an upstream Mask2Former checkout.
+
+Skipped where detectron2 is not installed (it is not on PyPI, so CI has none) or no
+Mask2Former checkout is found (``$MASK2FORMER_ROOT`` or ``../Mask2Former``); README.md,
+section "Mask2Former on Detectron2", says how to set both up.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip(
+    "detectron2", reason="detectron2 is not installed (not on PyPI; build it from source)"
+)
+from nattk.mask2former.upstream import find_checkout  # noqa: E402
+
+try:
+    CHECKOUT = find_checkout()
+except FileNotFoundError as error:
+    pytest.skip(f"no Mask2Former checkout: {error}", allow_module_level=True)
+
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data.datasets import register_coco_panoptic  # noqa: E402
+
+from nattk.backbones import create_model  # noqa: E402
+from nattk.mask2former.upstream import import_train_net  # noqa: E402
+from nattk.toy_data import make_toy_coco  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+import convert_checkpoint  # noqa: E402
+import train_m2f  # noqa: E402
+
+YAMLS = sorted((REPO / "mask2former" / "configs").rglob("*.yaml"))
+COCO_PANOPTIC = next(p for p in YAMLS if "coco/panoptic" in p.as_posix())
+TRAIN_NET = import_train_net(CHECKOUT)
+import nattk.mask2former.backbone  # noqa: E402, F401
+
+TINY = [
+    "MODEL.DEVICE", "cpu",
+    "MODEL.WEIGHTS", "",
+    "MODEL.DINAT.EMBED_DIM", "32",
+    "MODEL.DINAT.DEPTHS", "[1, 1, 2, 1]",
+    "MODEL.DINAT.NUM_HEADS", "[1, 2, 4, 8]",
+    "MODEL.DINAT.KERNEL_SIZE", "3",
+    "MODEL.DINAT.DILATIONS", "[[2], [2], [1, 2], [1]]",
+    "MODEL.DINAT.DROP_PATH_RATE", "0.1",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32",
+    "MODEL.SEM_SEG_HEAD.MASK_DIM", "32",
+    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1",
+    "MODEL.MASK_FORMER.HIDDEN_DIM", "32",
+    "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64",
+    "MODEL.MASK_FORMER.DEC_LAYERS", "3",
+    "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "8",
+    "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256",
+]  # fmt: skip
+
+
+def _args(config: Path, *opts: str, eval_only: bool = False, resume: bool = False):
+    argv = ["--config-file", str(config), "--m2f-root", str(CHECKOUT)]
+    argv += ["--eval-only"] * eval_only + ["--resume"] * resume
+    return train_m2f.build_parser().parse_args(argv + list(opts))
+
+
+@pytest.mark.parametrize(
+    "config",
+    YAMLS,
+    ids=lambda p: p.parent.parent.relative_to(REPO / "mask2former/configs").as_posix(),
+)
+def test_every_yaml_loads_and_builds_the_published_model(config, tmp_path):
+    cfg = train_m2f.setup(
+        _args(config, "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path)), TRAIN_NET
+    )
+    assert cfg.MODEL.BACKBONE.NAME == "D2DiNAT" and cfg.MODEL.DINAT.KERNEL_SIZE == 11
+    model = TRAIN_NET.Trainer.build_model(cfg)
+    assert type(model.backbone).__name__ == "D2DiNAT"
+    shapes = model.backbone.output_shape()
+    assert [(s.channels, s.stride) for s in shapes.values()] == [
+        (192, 4),
+        (384, 8),
+        (768, 16),
+        (1536, 32),
+    ]
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    assert round(params) == 220, params  # published: 220M (219.86M to 219.95M here)
+    assert model.backbone.levels[0].blocks[1].attn.dilation == (14, 14)
+
+
+def test_converted_imagenet_pkl_loads_through_detectron2_checkpointer(tmp_path):
+    cfg = train_m2f.setup(_args(COCO_PANOPTIC, *TINY, "OUTPUT_DIR", str(tmp_path)), TRAIN_NET)
+    model = TRAIN_NET.Trainer.build_model(cfg)
+    imagenet = create_model(
+        "dinat_mini", num_classes=1000, embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
+        kernel_size=3, dilations=[[2], [2], [1, 2], [1]], layer_scale=None, mlp_ratio=2.0,
+    )  # fmt: skip
+    src = tmp_path / "in1k.pth"
+    torch.save({"model": imagenet.state_dict()}, src)
+    pkl = tmp_path / "in1k.pkl"
+    convert_checkpoint.main([str(src), str(pkl), "--to", "d2"])
+    DetectionCheckpointer(model).load(str(pkl))
+    for key, value in imagenet.state_dict().items():
+        if not key.startswith(("norm.", "head.")):
+            assert torch.equal(model.backbone.state_dict()[key], value), key
+
+    # A kernel-5 checkpoint: Detectron2 drops every rpb as a shape mismatch; we refuse.
+    wrong = {k: v for k, v in pickle.loads(pkl.read_bytes())["model"].items()}
+    wrong.update(
+        {k: np.zeros((v.shape[0], 9, 9), v.dtype) for k, v in wrong.items() if k.endswith(".rpb")}
+    )
+    pkl.write_bytes(
+        pickle.dumps({"model": wrong, "__author__": "test", "matching_heuristics": True})
+    )
+    with pytest.raises(RuntimeError, match="rpb.*--kernel-size"):
+        DetectionCheckpointer(model).load(str(pkl))
+
+
+def _register_toy_panoptic(root: Path) -> list[str]:
+    make_toy_coco(root, num_train=8, num_val=4, size=(128, 128), max_shapes=3)
+    meta = dict(
+        thing_classes=["square", "disk", "background"],
+        stuff_classes=["square", "disk", "background"],
+        thing_dataset_id_to_contiguous_id={1: 0, 2: 1},
+        stuff_dataset_id_to_contiguous_id={3: 2},
+    )
+    names = []
+    for split in ("train", "val"):
+        name = f"nattk_toy_{split}_{root.name}"
+        register_coco_panoptic(
+            name, meta, str(root / f"{split}2017"), str(root / f"annotations/panoptic_{split}2017"),
+            str(root / f"annotations/panoptic_{split}2017.json"),
+            str(root / f"annotations/instances_{split}2017.json"),
+        )  # fmt: skip
+        names.append(name)
+    return names
+
+
+def _iteration(checkpoint: Path) -> int:
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["iteration"]
+
+
+def test_shrunk_coco_panoptic_trains_then_evaluates_on_cpu(tmp_path):
+    train, val = _register_toy_panoptic(tmp_path / "toycoco")
+    common = TINY + [
+        "DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{val}',)",
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3",
+        "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False",
+        "MODEL.MASK_FORMER.TEST.SEMANTIC_ON", "False",
+        "INPUT.IMAGE_SIZE", "128", "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "()",
+        "SOLVER.CHECKPOINT_PERIOD", "100", "TEST.EVAL_PERIOD", "0",
+        "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
+    ]  # fmt: skip
+    try:
+        train_m2f.main(_args(COCO_PANOPTIC, *common))
+        final = tmp_path / "out" / "model_final.pth"
+        assert final.is_file()
+        # --resume continues from the last checkpoint (optimizer and scheduler included).
+        assert _iteration(final) == 2
+        train_m2f.main(_args(COCO_PANOPTIC, *common, "SOLVER.MAX_ITER", "5", resume=True))
+        assert _iteration(final) == 4
+        results = train_m2f.main(
+            _args(COCO_PANOPTIC, *common, "MODEL.WEIGHTS", str(final), eval_only=True)
+        )
+    finally:
+        for name in (train, val):
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+    pq = results["panoptic_seg"]["PQ"]
+    assert math.isfinite(pq) and 0 <= pq <= 100
+
+
+def test_adapter_and_upstream_mask2former_import_together():
+    import mask2former
+    import nattk.mask2former
+
+    assert Path(mask2former.__file__).resolve().is_relative_to(CHECKOUT)
+    assert Path(nattk.mask2former.__file__).resolve().is_relative_to(REPO)
+    assert hasattr(mask2former, "add_maskformer2_config")
