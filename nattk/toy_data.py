@@ -67,6 +67,97 @@ def _random_scene(rng: np.random.Generator, height: int, width: int, max_shapes:
     return image, shapes
 
 
+@dataclass
+class _Thing:
+    """One visible object: its class, visible mask and outline polygons."""
+
+    kind: str
+    mask: np.ndarray
+    polygons: list[list[float]]
+
+
+def _simple_things(rng, height, width, max_shapes) -> tuple[np.ndarray, list[_Thing]]:
+    image, shapes = _random_scene(rng, height, width, max_shapes)
+    return image, [_Thing(s.kind, s.mask(height, width), [s.polygon()]) for s in shapes]
+
+
+def _outline(mask: np.ndarray) -> list[list[float]]:
+    import cv2
+
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    return [[float(v) for v in c.reshape(-1)] for c in contours if len(c) >= 3]
+
+
+def _texture(rng, height: int, width: int, color: np.ndarray) -> np.ndarray:
+    """A flat, striped, checkered or speckled fill in shades of ``color``."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    kind = int(rng.integers(4))
+    if kind == 0:
+        pattern = np.zeros((height, width), np.float32)
+    elif kind == 1:
+        angle, period = rng.uniform(0, math.pi), rng.uniform(4, 10)
+        pattern = np.sin((xs * math.cos(angle) + ys * math.sin(angle)) * 2 * math.pi / period) > 0
+    elif kind == 2:
+        cell = int(rng.integers(3, 8))
+        pattern = ((xs // cell + ys // cell) % 2).astype(np.float32)
+    else:
+        pattern = rng.random((height, width)) > 0.5
+    shade = 1.0 - 0.35 * pattern.astype(np.float32)[..., None]
+    return np.clip(color[None, None] * shade, 0, 255)
+
+
+def _cluttered_scene(rng, height, width, max_shapes) -> tuple[np.ndarray, list[_Thing]]:
+    """Random colours and textures, partial occlusion and background clutter.
+
+    The class is the shape alone (a square or a disk of any colour and texture);
+    the background is a noisy two-colour gradient with thin lines and small dots.
+    """
+    import cv2
+
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, 2 * math.pi)
+    ramp = (xs * math.cos(angle) + ys * math.sin(angle)) / max(height, width)
+    ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
+    low, high = rng.integers(40, 216, size=(2, 3)).astype(np.float32)
+    image = low + (high - low) * ramp[..., None] + rng.normal(0, 8, (height, width, 3))
+    for _ in range(int(rng.integers(3, 9))):
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            p0 = tuple(int(v) for v in rng.integers(0, (width, height)))
+            p1 = tuple(int(v) for v in rng.integers(0, (width, height)))
+            cv2.line(image, p0, p1, color, int(rng.integers(1, 3)))
+        else:
+            center = tuple(int(v) for v in rng.integers(0, (width, height)))
+            cv2.circle(image, center, int(rng.integers(1, 4)), color, -1)
+
+    count = int(rng.integers(1, max_shapes + 1))
+    shapes = []
+    for _ in range(count * 10):
+        if len(shapes) == count:
+            break
+        radius = float(rng.uniform(0.08, 0.22) * min(height, width))
+        cx = float(rng.uniform(radius, width - radius))
+        cy = float(rng.uniform(radius, height - radius))
+        # Neighbours may overlap, but never hide more than a fraction of each other.
+        if any(math.hypot(cx - s.cx, cy - s.cy) < 0.9 * (radius + s.radius) for s in shapes):
+            continue
+        shapes.append(_Shape(THING_CLASSES[int(rng.integers(len(THING_CLASSES)))], cx, cy, radius))
+    things, covered = [], np.zeros((height, width), bool)
+    for shape in reversed(shapes):  # front to back: later shapes are drawn on top
+        full = shape.mask(height, width)
+        visible = full & ~covered
+        covered |= full
+        fill = _texture(rng, height, width, rng.integers(0, 256, 3).astype(np.float32))
+        things.append((shape.kind, visible, fill))
+    for _kind, visible, fill in things:
+        image[visible] = fill[visible]
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    kept = [_Thing(k, v, _outline(v)) for k, v, _ in reversed(things) if v.sum() >= 16]
+    return image, [t for t in kept if t.polygons]
+
+
 def _write_image(path: Path, image: np.ndarray) -> None:
     import cv2
 
@@ -82,6 +173,7 @@ def make_toy_coco(
     size: tuple[int, int] = (96, 128),
     max_shapes: int = 3,
     seed: int = 0,
+    cluttered: bool = False,
 ) -> Path:
     """Writes a COCO-format instance + panoptic dataset under ``root``.
 
@@ -99,12 +191,15 @@ def make_toy_coco(
         size: Image ``(height, width)``.
         max_shapes: Upper bound of objects per image (at least one is drawn).
         seed: Random seed; the same arguments always produce the same files.
+        cluttered: Random colours and textures, partial occlusion (masks and boxes of
+            the visible parts) and background clutter, instead of two flat colours.
 
     Returns:
         ``root`` as a :class:`~pathlib.Path`.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
+    scene = _cluttered_scene if cluttered else _simple_things
     height, width = size
     thing_ids = {name: i + 1 for i, name in enumerate(THING_CLASSES)}
     stuff_id = len(THING_CLASSES) + 1
@@ -118,14 +213,14 @@ def make_toy_coco(
         images, annotations, panoptic = [], [], []
         for index in range(count):
             image_id = index + 1
-            image, shapes = _random_scene(rng, height, width, max_shapes)
+            image, shapes = scene(rng, height, width, max_shapes)
             file_name = f"{image_id:012d}.jpg"
             _write_image(root / split / file_name, image)
             images.append(dict(id=image_id, file_name=file_name, height=height, width=width))
             ids = np.full((height, width), stuff_id * 1000, dtype=np.int64)
             segments = []
             for k, shape in enumerate(shapes):
-                mask = shape.mask(height, width)
+                mask = shape.mask
                 ys, xs = np.nonzero(mask)
                 bbox = [float(xs.min()), float(ys.min())]
                 bbox += [float(xs.max() + 1) - bbox[0], float(ys.max() + 1) - bbox[1]]
@@ -134,7 +229,7 @@ def make_toy_coco(
                         id=len(annotations) + 1,
                         image_id=image_id,
                         category_id=thing_ids[shape.kind],
-                        segmentation=[shape.polygon()],
+                        segmentation=shape.polygons,
                         area=float(mask.sum()),
                         bbox=bbox,
                         iscrowd=0,
@@ -174,13 +269,14 @@ def make_toy_coco(
     return root
 
 
-def _semantic_scenes(rng, count, size, max_shapes, first_label):
+def _semantic_scenes(rng, count, size, max_shapes, first_label, cluttered=False):
     """Images and label maps: background ``first_label``, then one label per thing."""
+    scene = _cluttered_scene if cluttered else _simple_things
     for _ in range(count):
-        image, shapes = _random_scene(rng, *size, max_shapes)
+        image, things = scene(rng, *size, max_shapes)
         labels = np.full(size, first_label, dtype=np.uint8)
-        for shape in shapes:
-            labels[shape.mask(*size)] = first_label + 1 + THING_CLASSES.index(shape.kind)
+        for thing in things:
+            labels[thing.mask] = first_label + 1 + THING_CLASSES.index(thing.kind)
         yield image, labels
 
 
@@ -190,18 +286,20 @@ def make_toy_ade20k(
     num_val: int = 4,
     size: tuple[int, int] = (96, 128),
     seed: int = 0,
+    cluttered: bool = False,
+    max_shapes: int = 3,
 ) -> Path:
     """Writes a semantic-segmentation set in the ADE20K layout under ``root``.
 
     ``images/{training,validation}/*.jpg`` and ``annotations/{training,validation}/*.png``
     with ADE20K's label convention: 0 is "other" (ignored with ``reduce_zero_label``),
-    1 background, 2 square, 3 disk.
+    1 background, 2 square, 3 disk. ``cluttered`` as in :func:`make_toy_coco`.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
     for split, count in (("training", num_train), ("validation", num_val)):
         for index, (image, labels) in enumerate(
-            _semantic_scenes(rng, count, size, 3, first_label=1)
+            _semantic_scenes(rng, count, size, max_shapes, 1, cluttered)
         ):
             name = f"ADE_{split[:5]}_{index:08d}"
             _write_image(root / "images" / split / f"{name}.jpg", image)

@@ -1,0 +1,91 @@
+# Quickstart: UperNet with a reduced DiNAT trained from scratch on the generated toy
+# ADE20K-layout set (tools/make_toy_dataset.py ade20k data/toy_ade20k). The backbone is
+# the `DiNAT-toy` of mask-rcnn_dinat-toy_fpn_toy-coco.py.
+_base_ = [
+    'mmseg::_base_/models/upernet_r50.py',
+    'mmseg::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['nattk.segmentation'], allow_failed_imports=False)
+
+num_iters = 600
+data_root = 'data/toy_ade20k/'
+crop_size = (128, 128)
+# ADE20K's label convention: 0 "other" is ignored (reduce_zero_label), then these three.
+metainfo = dict(
+    classes=('background', 'square', 'disk'),
+    palette=[[120, 120, 120], [220, 60, 40], [40, 90, 220]])
+norm_cfg = dict(type='BN', requires_grad=True)
+
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        _delete_=True,
+        type='DiNAT',
+        embed_dim=32,
+        depths=[2, 2, 2, 2],
+        num_heads=[2, 4, 8, 16],
+        mlp_ratio=2.0,
+        kernel_size=7,
+        dilations=[[1, 2], [1, 2], [1, 1], [1, 1]],
+        drop_path_rate=0.0,
+        init_cfg=None),
+    decode_head=dict(
+        in_channels=[32, 64, 128, 256], channels=64, num_classes=3, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=128, channels=32, num_classes=3, norm_cfg=norm_cfg))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+dataset = dict(
+    type='BaseSegDataset',
+    data_root=data_root,
+    metainfo=metainfo,
+    img_suffix='.jpg',
+    seg_map_suffix='.png',
+    reduce_zero_label=True)
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        **dataset,
+        data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        **dataset,
+        data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
+
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=num_iters, val_interval=num_iters)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={'rpb': dict(decay_mult=0.0), 'norm': dict(decay_mult=0.0)}))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='PolyLR', power=0.9, eta_min=1e-5, by_epoch=False, begin=50, end=num_iters),
+]
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=num_iters, max_keep_ckpts=1))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)
