@@ -52,16 +52,24 @@ def read_rgb(path: PathLike) -> np.ndarray:
 
 
 def predict_overlay(model, image_path: PathLike, score_thr: float = 0.5) -> np.ndarray:
-    """Runs ``model`` on one image; returns the RGB image with its predictions drawn."""
+    """Runs ``model`` on one image; returns the RGB image with its predictions drawn.
+
+    Detections are drawn on the image; a segmentation is shown next to the image.
+    """
     image = read_rgb(image_path)
+    # Small images are enlarged so that the labels stay legible.
+    zoom = max(1, 384 // max(image.shape[:2]))
+    big = np.kron(image, np.ones((zoom, zoom, 1), dtype=np.uint8)) if zoom > 1 else image
     if framework_of(model.cfg) == "mmdet":
         from mmdet.apis import inference_detector
 
         result = inference_detector(model, str(image_path)).pred_instances.cpu()
         masks = result.masks.numpy() if "masks" in result else None
+        if masks is not None and zoom > 1:
+            masks = np.kron(masks, np.ones((1, zoom, zoom), dtype=masks.dtype))
         return overlay_instances(
-            image,
-            result.bboxes.numpy(),
+            big,
+            result.bboxes.numpy() * zoom,
             result.labels.numpy(),
             result.scores.numpy(),
             model.dataset_meta["classes"],
@@ -72,7 +80,9 @@ def predict_overlay(model, image_path: PathLike, score_thr: float = 0.5) -> np.n
 
     labels = inference_model(model, str(image_path)).pred_sem_seg.data[0].cpu().numpy()
     palette = model.dataset_meta.get("palette") or _gray_palette(len(model.dataset_meta["classes"]))
-    return overlay_semantic(image, labels, palette)
+    if zoom > 1:
+        labels = np.kron(labels, np.ones((zoom, zoom), dtype=labels.dtype))
+    return np.concatenate([big, overlay_semantic(big, labels, palette, alpha=0.6)], axis=1)
 
 
 def _gray_palette(count: int) -> list[list[int]]:

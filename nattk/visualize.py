@@ -45,7 +45,7 @@ def overlay_instances(
         x0, y0, x1, y1 = (int(round(v)) for v in boxes[i])
         cv2.rectangle(canvas, (x0, y0), (x1, y1), color, 1)
         text = f"{class_names[labels[i]]} {scores[i]:.2f}"
-        cv2.putText(canvas, text, (x0, max(y0 - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.3, color, 1)
+        cv2.putText(canvas, text, (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1)
     return canvas
 
 
@@ -97,7 +97,7 @@ def plot_curves(records: list[dict], metric_key: str, out: PathLike, title: str 
     ax.set_ylabel("training loss", color="tab:blue")
     if metrics:
         twin = ax.twinx()
-        twin.plot(*zip(*metrics), "o-", color="tab:red")
+        twin.plot(*zip(*metrics), "o--", color="tab:red")
         twin.set_ylabel(metric_key, color="tab:red")
         twin.set_ylim(0, 1)
     ax.set_title(title)

@@ -118,7 +118,8 @@ def run_task(task: str, work_dir: Path, iters, data_root: Path, num_train, num_v
     seconds = time.perf_counter() - start
 
     metric = spec["metric"]
-    records = read_scalars(Path(runner.log_dir) / "vis_data" / "scalars.json")
+    scalars = read_scalars(Path(runner.log_dir) / "vis_data" / "scalars.json")
+    records = [r for r in scalars if "loss" in r]  # the metric points are added below
     records += [{metric: untrained[metric] * spec["scale"], "step": 0}]
     records += [{metric: trained[metric] * spec["scale"], "step": cfg.train_cfg.max_iters}]
     plot_curves(records, metric, out / "curves.png", title=f"{task}: {Path(spec['config']).stem}")

@@ -1,14 +1,14 @@
 # Quickstart: Mask R-CNN with a reduced DiNAT trained from scratch on the generated toy
 # COCO set (tools/make_toy_dataset.py coco data/toy_coco). `DiNAT-toy` is DiNAT's
 # structure at a quarter of DiNAT-Mini's width: embed_dim 32, depths [2, 2, 2, 2],
-# kernel 7, with dilation 2 in the first two levels (1.2M backbone parameters).
+# kernel 7, with dilation 2 in the first two levels (1.8M backbone parameters).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['nattk.detection'], allow_failed_imports=False)
 
-num_iters = 1200
+num_iters = 600
 data_root = 'data/toy_coco/'
 metainfo = dict(classes=('square', 'disk'))
 widths = [32, 64, 128, 256]
@@ -51,6 +51,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),

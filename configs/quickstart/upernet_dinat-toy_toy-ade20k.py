@@ -7,16 +7,17 @@ _base_ = [
 ]
 custom_imports = dict(imports=['nattk.segmentation'], allow_failed_imports=False)
 
-num_iters = 600
+num_iters = 2400
 data_root = 'data/toy_ade20k/'
 crop_size = (128, 128)
 # ADE20K's label convention: 0 "other" is ignored (reduce_zero_label), then these three.
 metainfo = dict(
     classes=('background', 'square', 'disk'),
-    palette=[[120, 120, 120], [220, 60, 40], [40, 90, 220]])
+    palette=[[0, 0, 0], [230, 25, 75], [60, 180, 75]])
 norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
+    pretrained=None,  # the base's ResNet URL
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
         _delete_=True,
