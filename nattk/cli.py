@@ -83,10 +83,16 @@ def framework_of(cfg: Config) -> str:
 
 
 def build_runner(cfg: Config):
-    """``Runner.from_cfg``, or the registered runner when the config names one."""
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
+    """The runner of ``cfg``: :class:`~nattk.runner.CrashSafeRunner` unless it names one.
 
+    Distributed runs without CUDA are prepared first (gloo; see
+    :func:`~nattk.runner.setup_distributed`).
+    """
+    from mmengine.registry import RUNNERS
+
+    from nattk.runner import CrashSafeRunner, setup_distributed
+
+    setup_distributed(cfg)
     if "runner_type" in cfg:
         return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return CrashSafeRunner.from_cfg(cfg)

@@ -49,7 +49,10 @@ def test_slurm_scripts(fake_launchers):
     env = dict(fake_launchers, GPUS="16", CPUS_PER_TASK="3")
     argv = launch("slurm_train.sh", "part", "job", "cfg.py", "wd", "--amp", env=env)
     assert argv[:2] == ["-p", "part"] and "--ntasks=16" in argv and "--cpus-per-task=3" in argv
-    assert argv[-4:] == ["cfg.py", "--work-dir=wd", "--amp", "--launcher=slurm"]
+    # Requeued jobs continue: --resume (auto) by default, AUTO_RESUME=0 turns it off.
+    assert argv[-5:] == ["cfg.py", "--work-dir=wd", "--resume", "--amp", "--launcher=slurm"]
+    argv = launch("slurm_train.sh", "part", "job", "cfg.py", "wd", env=dict(env, AUTO_RESUME="0"))
+    assert argv[-3:] == ["cfg.py", "--work-dir=wd", "--launcher=slurm"]
     argv = launch("slurm_test.sh", "part", "job", "cfg.py", "ckpt.pth", env=fake_launchers)
     assert argv[-3:] == ["cfg.py", "ckpt.pth", "--launcher=slurm"]
 
