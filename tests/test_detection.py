@@ -226,7 +226,7 @@ def test_train_test_resume_end_to_end(config, toy_coco, tmp_path):
     [
         ("nat/mask-rcnn_nat-t_fpn_amp-ms-crop-3x_coco.py", 48, 258),
         ("dinat/cascade-mask-rcnn_dinat-t_fpn_amp-ms-crop-3x_coco.py", 85, 737),
-        ("dinat/cascade-mask-rcnn_dinat-l-in22k-pre_fpn_ms-crop-3x_coco.py", 258, 1276),
+        # The Large rows (1276G and co.) are counted in configs/mmdet/README.md; too slow for CI.
     ],
 )
 def test_get_flops_reproduces_published_numbers(config, params, flops, expected_shape=(800, 1280)):
