@@ -82,11 +82,7 @@ def plot_curves(records: list[dict], metric_key: str, out: PathLike, title: str 
     Raises:
         ValueError: No loss values in ``records``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     losses = [(r["iter"], r["loss"]) for r in records if "loss" in r and "iter" in r]
     if not losses:
         raise ValueError("no training losses to plot")
@@ -101,11 +97,24 @@ def plot_curves(records: list[dict], metric_key: str, out: PathLike, title: str 
         twin.set_ylabel(metric_key, color="tab:red")
         twin.set_ylim(0, 1)
     ax.set_title(title)
+    return _save(fig, out)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: PathLike) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
-    plt.close(fig)
+    _pyplot().close(fig)
     return out
 
 
@@ -146,11 +155,7 @@ def plot_neighborhoods(
     Raises:
         ValueError: The first level has no dilated block (a NAT model).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     level = backbone.stages[0]
     dilations = [block.attn.dilation[0] for block in level.blocks]
     if 1 not in dilations or max(dilations) == 1:
@@ -185,9 +190,4 @@ def plot_neighborhoods(
         f"{kernel}x{kernel} neighborhoods at level 0 (stride 4): attention weights of the model",
         fontsize=9,
     )
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)

@@ -1,31 +1,19 @@
-# Quickstart: Mask R-CNN with a reduced DiNAT trained from scratch on the generated toy
-# COCO set (tools/make_toy_dataset.py coco data/toy_coco). `DiNAT-toy` is DiNAT's
-# structure at a quarter of DiNAT-Mini's width: embed_dim 32, depths [2, 2, 2, 2],
-# kernel 7, with dilation 2 in the first two levels (1.8M backbone parameters).
+# Quickstart: Mask R-CNN with `DiNAT-toy` (_base_/dinat-toy.py) trained from scratch on
+# the generated toy COCO set (tools/make_toy_dataset.py coco data/toy_coco).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/dinat-toy.py',
 ]
 custom_imports = dict(imports=['nattk.detection'], allow_failed_imports=False)
 
 num_iters = 600
 data_root = 'data/toy_coco/'
 metainfo = dict(classes=('square', 'disk'))
-widths = [32, 64, 128, 256]
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='DiNAT',
-        embed_dim=32,
-        depths=[2, 2, 2, 2],
-        num_heads=[2, 4, 8, 16],
-        mlp_ratio=2.0,
-        kernel_size=7,
-        dilations=[[1, 2], [1, 2], [1, 1], [1, 1]],
-        drop_path_rate=0.0,
-        init_cfg=None),
-    neck=dict(in_channels=widths, out_channels=64),
+    backbone={{_base_.dinat_toy}},
+    neck=dict(in_channels={{_base_.dinat_toy_channels}}, out_channels=64),
     rpn_head=dict(
         in_channels=64,
         feat_channels=64,

@@ -1,9 +1,9 @@
-# Quickstart: UperNet with a reduced DiNAT trained from scratch on the generated toy
-# ADE20K-layout set (tools/make_toy_dataset.py ade20k data/toy_ade20k). The backbone is
-# the `DiNAT-toy` of mask-rcnn_dinat-toy_fpn_toy-coco.py.
+# Quickstart: UperNet with `DiNAT-toy` (_base_/dinat-toy.py) trained from scratch on the
+# generated toy ADE20K-layout set (tools/make_toy_dataset.py ade20k data/toy_ade20k).
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
     'mmseg::_base_/default_runtime.py',
+    './_base_/dinat-toy.py',
 ]
 custom_imports = dict(imports=['nattk.segmentation'], allow_failed_imports=False)
 
@@ -19,19 +19,9 @@ norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     pretrained=None,  # the base's ResNet URL
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(
-        _delete_=True,
-        type='DiNAT',
-        embed_dim=32,
-        depths=[2, 2, 2, 2],
-        num_heads=[2, 4, 8, 16],
-        mlp_ratio=2.0,
-        kernel_size=7,
-        dilations=[[1, 2], [1, 2], [1, 1], [1, 1]],
-        drop_path_rate=0.0,
-        init_cfg=None),
+    backbone={{_base_.dinat_toy}},
     decode_head=dict(
-        in_channels=[32, 64, 128, 256], channels=64, num_classes=3, norm_cfg=norm_cfg),
+        in_channels={{_base_.dinat_toy_channels}}, channels=64, num_classes=3, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=128, channels=32, num_classes=3, norm_cfg=norm_cfg))
 
 train_pipeline = [
