@@ -14,7 +14,7 @@ from mmengine.config import Config
 
 from nattk.cli import framework_of
 from nattk.mmengine_compat import checkpoint_allowlist
-from nattk.visualize import overlay_instances, overlay_semantic
+from nattk.visualize import class_palette, overlay_instances, overlay_semantic
 
 PathLike = Union[str, Path]
 
@@ -79,12 +79,7 @@ def predict_overlay(model, image_path: PathLike, score_thr: float = 0.5) -> np.n
     from mmseg.apis import inference_model
 
     labels = inference_model(model, str(image_path)).pred_sem_seg.data[0].cpu().numpy()
-    palette = model.dataset_meta.get("palette") or _gray_palette(len(model.dataset_meta["classes"]))
+    palette = model.dataset_meta.get("palette") or class_palette(len(model.dataset_meta["classes"]))
     if zoom > 1:
         labels = np.kron(labels, np.ones((zoom, zoom), dtype=labels.dtype))
     return np.concatenate([big, overlay_semantic(big, labels, palette, alpha=0.6)], axis=1)
-
-
-def _gray_palette(count: int) -> list[list[int]]:
-    rng = np.random.default_rng(2)
-    return rng.integers(0, 256, size=(count, 3)).tolist()

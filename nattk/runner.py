@@ -97,16 +97,20 @@ class CrashSafeRunner(Runner):
     def load_or_resume(self) -> None:
         """Auto-resume from the newest complete checkpoint; see the module docstring."""
         if self._resume and self._load_from is None and not self._has_loaded:
-            for stale in Path(self.work_dir).glob("*" + _PART):
-                self.logger.warning(f"removing the unfinished checkpoint {stale}")
-                stale.unlink()
+            # Every rank picks the same file (``*.part`` never matches ``*.pth``); only
+            # the main process, the one that writes checkpoints, tidies the directory.
             latest = latest_complete_checkpoint(self.work_dir)
+            if is_main_process():
+                for stale in Path(self.work_dir).glob("*" + _PART):
+                    self.logger.warning(f"removing the unfinished checkpoint {stale}")
+                    stale.unlink()
+                if latest is not None:
+                    (Path(self.work_dir) / "last_checkpoint").write_text(str(latest))
             if latest is None:
                 self.logger.info(f"no complete checkpoint in {self.work_dir}: starting afresh")
                 self._resume = False
             else:
                 self._load_from = str(latest)
-                (Path(self.work_dir) / "last_checkpoint").write_text(str(latest))
         super().load_or_resume()
 
 

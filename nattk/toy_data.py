@@ -154,6 +154,8 @@ def _cluttered_scene(rng, height, width, max_shapes) -> tuple[np.ndarray, list[_
     for _kind, visible, fill in things:
         image[visible] = fill[visible]
     image = np.clip(image, 0, 255).astype(np.uint8)
+    # Slivers of under 16 visible pixels stay in the picture but are not annotated
+    # (too small to outline), as crowd-free COCO annotators would skip them.
     kept = [_Thing(k, v, _outline(v)) for k, v, _ in reversed(things) if v.sum() >= 16]
     return image, [t for t in kept if t.polygons]
 

@@ -17,7 +17,8 @@ from nattk.backbones.attention.indices import axis_tables
 PathLike = Union[str, Path]
 
 
-def _palette(count: int) -> np.ndarray:
+def class_palette(count: int) -> np.ndarray:
+    """``count`` fixed, distinguishable-enough RGB colours (``uint8``, seeded)."""
     rng = np.random.default_rng(1)
     colors = rng.integers(40, 256, size=(max(count, 1), 3))
     return colors.astype(np.uint8)
@@ -36,7 +37,7 @@ def overlay_instances(
     import cv2
 
     canvas = image.copy()
-    colors = _palette(len(class_names))
+    colors = class_palette(len(class_names))
     for i in np.flatnonzero(scores >= score_thr):
         color = tuple(int(c) for c in colors[labels[i]])
         if masks is not None:

@@ -74,7 +74,6 @@ def _evaluate(runner, spec) -> dict:
 
 def run_task(task: str, work_dir: Path, iters, data_root: Path, num_train, num_val) -> dict:
     """Data, untrained evaluation, training, evaluation and pictures of one task."""
-    import torch
     from mmengine.config import Config
 
     from nattk.cli import build_runner
@@ -108,7 +107,6 @@ def run_task(task: str, work_dir: Path, iters, data_root: Path, num_train, num_v
         set_iterations(cfg, iters)
     # Validate once after training, explicitly, so the numbers are returned to us.
     cfg.train_cfg.val_begin = cfg.train_cfg.max_iters + 1
-    torch.manual_seed(0)
 
     with checkpoint_allowlist():
         runner = build_runner(cfg)
@@ -157,8 +155,12 @@ def main(argv=None) -> int:
     parser.add_argument("--work-dir", type=Path, default=REPO / "work_dirs" / "quickstart")
     parser.add_argument("--data-root", type=Path, default=REPO / "data")
     parser.add_argument("--iters", type=int, default=None, help="override the schedule length")
-    parser.add_argument("--num-train", type=int, default=None, help="toy training images")
-    parser.add_argument("--num-val", type=int, default=None, help="toy validation images")
+    parser.add_argument(
+        "--num-train", type=int, default=None, help="toy training images (when generating)"
+    )
+    parser.add_argument(
+        "--num-val", type=int, default=None, help="toy validation images (when generating)"
+    )
     args = parser.parse_args(argv)
 
     if len(args.task) > 1:  # one process per task: each framework owns its registries
