@@ -1,4 +1,10 @@
-"""Neighborhood attention on CPU through the C++ kernels of ``csrc/na2d_cpu.cpp``."""
+"""Neighborhood attention on CPU through the C++ kernels of ``csrc/na2d_cpu.cpp``.
+
+Plain forward/backward functions with the same signatures as
+:mod:`.torch_backend`; :mod:`.ops` registers them as the ``cpu`` implementation of
+the custom operators. The kernels take float32/float64 with a bias table of the
+same dtype, so the bias is cast at the call and its gradient cast back.
+"""
 
 from __future__ import annotations
 
@@ -28,86 +34,95 @@ def _geometry(shape, kernel, dilation):
     return rows, cols, kernel[0], kernel[1], dilation[0], dilation[1]
 
 
-class CpuQK(torch.autograd.Function):
-    """C++ version of :class:`~.torch_backend.TorchQK` (takes precomputed geometry)."""
-
-    @staticmethod
-    def forward(ctx, q, k, rpb, geometry, scale):
-        ctx.save_for_backward(q, k)
-        ctx.geometry = geometry
-        ctx.scale = scale
-        ctx.with_rpb = rpb is not None
-        return cpu_extension.load().qk_forward(q, k, rpb, *geometry, scale)
-
-    @staticmethod
-    def backward(ctx, grad):
-        q, k = ctx.saved_tensors
-        dq, dk, drpb = cpu_extension.load().qk_backward(
-            grad, q, k, ctx.with_rpb, *ctx.geometry, ctx.scale
-        )
-        return dq, dk, (drpb if ctx.with_rpb else None), None, None
+def _ext():
+    return cpu_extension.load()
 
 
-class CpuAV(torch.autograd.Function):
-    """C++ version of :class:`~.torch_backend.TorchAV` (takes precomputed geometry)."""
-
-    @staticmethod
-    def forward(ctx, attn, v, geometry):
-        ctx.save_for_backward(attn, v)
-        ctx.geometry = geometry
-        return cpu_extension.load().av_forward(attn, v, *geometry)
-
-    @staticmethod
-    def backward(ctx, grad):
-        attn, v = ctx.saved_tensors
-        dattn, dv = cpu_extension.load().av_backward(grad, attn, v, *ctx.geometry)
-        return dattn, dv, None
+def _rpb_like(rpb, q):
+    return None if rpb is None else rpb.to(q.dtype).contiguous()
 
 
-def qk(q, k, rpb, kernel, dilation, scale):
-    """Neighborhood logits with the C++ CPU kernels."""
-    return CpuQK.apply(q, k, rpb, _geometry(q.shape, kernel, dilation), scale)
+# --------------------------------------------------------------------------- QK / AV
+def qk_forward(q, k, rpb, kernel, dilation, scale, geometry=None):
+    """Logits ``(scale * q) . k + rpb`` (C++)."""
+    geometry = geometry or _geometry(q.shape, kernel, dilation)
+    return _ext().qk_forward(q.contiguous(), k.contiguous(), _rpb_like(rpb, q), *geometry, scale)
 
 
-def av(attn, v, kernel, dilation):
-    """Neighborhood weighted sum with the C++ CPU kernels."""
-    return CpuAV.apply(attn, v, _geometry(v.shape, kernel, dilation))
+def qk_backward(grad, q, k, rpb, kernel, dilation, scale, geometry=None):
+    """``(dq, dk, drpb)`` of :func:`qk_forward`; ``drpb`` is ``None`` without rpb."""
+    geometry = geometry or _geometry(q.shape, kernel, dilation)
+    dq, dk, drpb = _ext().qk_backward(
+        grad.contiguous(), q.contiguous(), k.contiguous(), rpb is not None, *geometry, scale
+    )
+    return dq, dk, (None if rpb is None else drpb.to(rpb.dtype))
 
 
-class _Permute(torch.autograd.Function):
-    """``x.index_select(dim, index)`` for a permutation: the gradient is a gather too."""
-
-    @staticmethod
-    def forward(ctx, x, dim, index, inverse):
-        ctx.dim, ctx.inverse = dim, inverse
-        return x.index_select(dim, index)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.index_select(ctx.dim, ctx.inverse), None, None, None
+def av_forward(attn, v, kernel, dilation, geometry=None):
+    """Weighted sum of each query's neighborhood values (C++)."""
+    geometry = geometry or _geometry(v.shape, kernel, dilation)
+    return _ext().av_forward(attn.to(v.dtype).contiguous(), v.contiguous(), *geometry)
 
 
-def attention(q, k, v, kernel, dilation, rpb, scale):
-    """Full neighborhood attention: C++ QK, ATen softmax, C++ AV.
+def av_backward(grad, attn, v, kernel, dilation, geometry=None):
+    """``(dattn, dv)`` of :func:`av_forward`, each in its input's dtype."""
+    geometry = geometry or _geometry(v.shape, kernel, dilation)
+    dattn, dv = _ext().av_backward(
+        grad.contiguous(), attn.to(v.dtype).contiguous(), v.contiguous(), *geometry
+    )
+    return dattn.to(attn.dtype), dv
 
-    Dilated axes are first re-ordered so that every dilation group is contiguous
-    (:func:`~.indices.grouped_axis`); the kernels then see windows of adjacent
-    tokens, which keeps large dilations cache-friendly. The result is re-ordered back.
+
+# --------------------------------------------------------------------------- fused
+class _Grouped:
+    """Re-orders dilated axes so that every dilation group is contiguous.
+
+    The kernels then see windows of adjacent tokens (dilation 1 in grouped
+    coordinates, :func:`~.indices.grouped_axis`), which keeps large dilations
+    cache-friendly. Logit slot order is unchanged by the re-ordering.
     """
-    if dilation == (1, 1):
-        attn = qk(q, k, rpb, kernel, dilation, scale).softmax(dim=-1)
-        return av(attn, v, kernel, dilation)
-    rows = grouped_axis(q.shape[1], kernel[0], dilation[0])
-    cols = grouped_axis(q.shape[2], kernel[1], dilation[1])
 
-    def regroup(x, inverse=False):
-        for dim, axis, dil in ((1, rows, dilation[0]), (2, cols, dilation[1])):
-            if dil > 1:
-                index, back = (axis.perm, axis.order) if inverse else (axis.order, axis.perm)
-                x = _Permute.apply(x, dim, index, back)
+    def __init__(self, shape, kernel, dilation) -> None:
+        self.axes = []
+        tables = []
+        for dim, length, k, d in ((1, shape[1], kernel[0], dilation[0]), (2, shape[2], kernel[1], dilation[1])):
+            if d > 1:
+                axis = grouped_axis(length, k, d)
+                self.axes.append((dim, axis.order, axis.perm))
+                tables.append(axis.tables.as_tuple())
+            else:
+                tables.append(axis_tables(length, k, 1).as_tuple())
+        self.geometry = (*tables, kernel[0], kernel[1], 1, 1)
+
+    def to_grouped(self, x):
+        for dim, order, _ in self.axes:
+            x = x.index_select(dim, order)
         return x
 
-    geometry = (rows.tables.as_tuple(), cols.tables.as_tuple(), kernel[0], kernel[1], 1, 1)
-    qg, kg, vg = (regroup(x) for x in (q, k, v))
-    attn = CpuQK.apply(qg, kg, rpb, geometry, scale).softmax(dim=-1)
-    return regroup(CpuAV.apply(attn, vg, geometry), inverse=True)
+    def to_natural(self, x):
+        for dim, _, perm in self.axes:
+            x = x.index_select(dim, perm)
+        return x
+
+
+def attention_forward(q, k, v, rpb, kernel, dilation, scale):
+    """Fused forward ``(out, lse)``: C++ QK, ATen softmax, C++ AV, in grouped layout."""
+    grouped = _Grouped(q.shape, kernel, dilation)
+    qg, kg, vg = (grouped.to_grouped(x) for x in (q, k, v))
+    logits = qk_forward(qg, kg, rpb, kernel, dilation, scale, grouped.geometry)
+    lse = torch.logsumexp(logits, dim=-1)
+    probs = torch.exp(logits - lse[..., None])
+    out = av_forward(probs, vg, kernel, dilation, grouped.geometry)
+    return grouped.to_natural(out), grouped.to_natural(lse)
+
+
+def attention_backward(grad_out, q, k, v, rpb, out, lse, kernel, dilation, scale):
+    """``(dq, dk, dv, drpb)`` of :func:`attention_forward`, recomputing the scores."""
+    grouped = _Grouped(q.shape, kernel, dilation)
+    qg, kg, vg, gg, og, lg = (grouped.to_grouped(x) for x in (q, k, v, grad_out, out, lse))
+    geometry = grouped.geometry
+    probs = torch.exp(qk_forward(qg, kg, rpb, kernel, dilation, scale, geometry) - lg[..., None])
+    dprobs, dv = av_backward(gg, probs, vg, kernel, dilation, geometry)
+    dlogits = probs * (dprobs - (gg * og).sum(-1, keepdim=True))
+    dq, dk, drpb = qk_backward(dlogits, qg, kg, rpb, kernel, dilation, scale, geometry)
+    return (*(grouped.to_natural(x) for x in (dq, dk, dv)), drpb)

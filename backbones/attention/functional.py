@@ -11,10 +11,20 @@ name         serves                                                     rpb
 ``flex``     CUDA, ``torch.nn.attention.flex_attention`` (compiled)     yes
 ===========  =========================================================  ==========
 
-``auto`` picks the first of natten -> flex -> cpu -> torch that can serve the call.
-The choice can be forced per call (``backend=``), per module (its ``backend``
-attribute) or process-wide (environment variable ``NATTK_NA_BACKEND``); a forced
-backend that cannot serve a call raises instead of silently falling back.
+``auto`` picks the first of natten -> cpu -> torch that can serve the call: memory
+stays linear in the number of tokens on every device. ``flex`` runs only when
+forced. The choice can be forced per call (``backend=``), per module (its
+``backend`` attribute) or process-wide (environment variable ``NATTK_NA_BACKEND``);
+a forced backend that cannot serve a call raises instead of silently falling back.
+
+``cpu`` and ``torch`` run through the custom operators of :mod:`.ops`
+(``torch.ops.nattk.*``), which is what makes them work under autocast,
+``torch.compile(fullgraph=True)``, ``torch.export`` and ONNX export.
+
+Dtypes: q, k and v share one dtype (under autocast they are cast to the autocast
+dtype, as ``scaled_dot_product_attention`` does). The bias table may be of any
+floating dtype: it is added to the scores in fp32 and receives its gradient in its
+own dtype, so an fp32 parameter gets fp32 gradients under mixed precision.
 """
 
 from __future__ import annotations
@@ -24,13 +34,14 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import cpu_backend, flex_backend, natten_backend, torch_backend
+from . import cpu_backend, flex_backend, natten_backend, ops  # noqa: F401 (ops registers)
 
 IntPair = Union[int, Sequence[int]]
 
 BACKENDS = ("auto", "natten", "flex", "cpu", "torch")
 ENV_VAR = "NATTK_NA_BACKEND"
-_AUTO_ORDER = ("natten", "flex", "cpu", "torch")
+_AUTO_ORDER = ("natten", "cpu", "torch")
+_ALL = ("natten", "flex", "cpu", "torch")
 _UNFUSED = ("cpu", "torch")
 
 
@@ -66,10 +77,18 @@ def _check_tensor(name: str, x, like: Optional[torch.Tensor] = None) -> None:
             f"got shape {tuple(x.shape)}"
         )
     if like is not None:
-        if x.device != like.device or x.dtype != like.dtype:
+        if x.device != like.device:
+            raise ValueError(f"{name} is on {x.device} but q is on {like.device}")
+        if x.dtype != like.dtype and not _autocasts(x) and not _autocasts(like):
             raise ValueError(
-                f"{name} is {x.dtype} on {x.device} but q is {like.dtype} on {like.device}"
+                f"{name} is {x.dtype} but q is {like.dtype}; pass one dtype, or run under "
+                "torch.autocast"
             )
+
+
+def _autocasts(x: torch.Tensor) -> bool:
+    """Whether autocast is on for ``x``'s device (the operators then cast q, k, v)."""
+    return x.is_floating_point() and torch.is_autocast_enabled(x.device.type)
 
 
 def _check_map(x: torch.Tensor, kernel, dilation) -> None:
@@ -95,8 +114,10 @@ def _check_rpb(rpb, q: torch.Tensor, kernel) -> None:
         raise ValueError(
             f"rpb must have shape [heads, 2*k-1, 2*k-1] = {expected}, got {tuple(rpb.shape)}"
         )
-    if rpb.device != q.device or rpb.dtype != q.dtype:
-        raise ValueError(f"rpb is {rpb.dtype} on {rpb.device} but q is {q.dtype} on {q.device}")
+    if rpb.device != q.device:
+        raise ValueError(f"rpb is on {rpb.device} but q is on {q.device}")
+    if not rpb.is_floating_point():
+        raise ValueError(f"rpb must be a floating-point tensor, got {rpb.dtype}")
 
 
 def _check_qk(
@@ -136,7 +157,7 @@ def unsupported_reason(backend: str, q: torch.Tensor, rpb: Optional[torch.Tensor
 
 
 def resolve_backend(
-    backend: Optional[str], q: torch.Tensor, rpb: Optional[torch.Tensor], candidates=_AUTO_ORDER
+    backend: Optional[str], q: torch.Tensor, rpb: Optional[torch.Tensor], candidates=_ALL
 ) -> str:
     """Chooses the backend for one call.
 
@@ -145,7 +166,8 @@ def resolve_backend(
             ``NATTK_NA_BACKEND`` environment variable when it is set.
         q: The query tensor (its device and dtype decide).
         rpb: The bias table or ``None``.
-        candidates: Backends allowed for this kind of call, in ``auto`` order.
+        candidates: Backends that can compute this kind of call; ``auto`` tries
+            those of them in its order (natten, cpu, torch).
 
     Raises:
         ValueError: Unknown backend name.
@@ -167,8 +189,8 @@ def resolve_backend(
                 f"neighborhood-attention backend {name!r} cannot run this call: {reason}"
             )
         return name
-    for candidate in candidates:
-        if unsupported_reason(candidate, q, rpb) is None:
+    for candidate in _AUTO_ORDER:
+        if candidate in candidates and unsupported_reason(candidate, q, rpb) is None:
             return candidate
     return "torch"
 
@@ -198,8 +220,7 @@ def na2d_qk(
     """
     kernel, dil, scale = _check_qk(q, k, kernel_size, dilation, rpb, scale)
     name = resolve_backend(backend, q, rpb, candidates=_UNFUSED)
-    impl = cpu_backend if name == "cpu" else torch_backend
-    return impl.qk(q, k, rpb, kernel, dil, scale)
+    return torch.ops.nattk.na2d_qk(q, k, rpb, list(kernel), list(dil), scale, name)
 
 
 def na2d_av(
@@ -212,7 +233,8 @@ def na2d_av(
     """Weighted sum of each query's neighborhood values.
 
     Args:
-        attn: ``[B, H, W, heads, k_rows * k_cols]`` attention weights.
+        attn: ``[B, H, W, heads, k_rows * k_cols]`` attention weights, any floating
+            dtype (cast to v's dtype; under autocast both go to the autocast dtype).
         v: ``[B, H, W, heads, D]`` values.
         kernel_size: Window size, int or ``(rows, cols)``.
         dilation: Dilation, int or ``(rows, cols)``.
@@ -223,14 +245,17 @@ def na2d_av(
     """
     kernel, dil = to_pair(kernel_size, "kernel_size"), to_pair(dilation, "dilation")
     _check_tensor("v", v)
-    _check_tensor("attn", attn, like=v)
+    _check_tensor("attn", attn)
+    if attn.device != v.device or not attn.is_floating_point():
+        raise ValueError(
+            f"attn must be a floating-point tensor on {v.device}, got {attn.dtype} on {attn.device}"
+        )
     expected = (*v.shape[:4], kernel[0] * kernel[1])
     if tuple(attn.shape) != expected:
         raise ValueError(f"attn must have shape {expected}, got {tuple(attn.shape)}")
     _check_map(v, kernel, dil)
     name = resolve_backend(backend, v, None, candidates=_UNFUSED)
-    impl = cpu_backend if name == "cpu" else torch_backend
-    return impl.av(attn, v, kernel, dil)
+    return torch.ops.nattk.na2d_av(attn, v, list(kernel), list(dil), name)
 
 
 def neighborhood_attention_2d(
@@ -279,17 +304,15 @@ def neighborhood_attention_2d(
         return natten_backend.attention(q, k, v, kernel, dil, scale)
     if name == "flex":
         return flex_backend.attention(q, k, v, kernel, dil, rpb, scale)
-    if name == "cpu":
-        return cpu_backend.attention(q, k, v, kernel, dil, rpb, scale)
-    attn = torch_backend.qk(q, k, rpb, kernel, dil, scale).softmax(dim=-1)
-    return torch_backend.av(attn, v, kernel, dil)
+    out, _ = torch.ops.nattk.na2d(q, k, v, rpb, list(kernel), list(dil), scale, name)
+    return out
 
 
 def backend_report(device: Union[str, torch.device] = "cpu") -> dict:
     """``{backend: None or reason}`` for a float32 call with rpb (natten: without)."""
     probe = torch.empty(1, 1, 1, 1, 8, device=device)
     report = {}
-    for name in _AUTO_ORDER:
+    for name in _ALL:
         rpb = None if name == "natten" else probe
         report[name] = unsupported_reason(name, probe, rpb)
     return report

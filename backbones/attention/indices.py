@@ -16,6 +16,7 @@ A 2-D neighborhood is the Cartesian product of the row and column neighborhoods.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -106,20 +107,72 @@ def axis_tables(length: int, kernel: int, dilation: int) -> AxisTables:
     )
 
 
-def _grid_indices(
-    height: int, width: int, kernel: tuple[int, int], dilation: tuple[int, int]
+class _BoundedCache:
+    """A small LRU cache of device tensors bounded by entry count and total bytes.
+
+    Multi-scale training produces a new feature-map size almost every iteration;
+    an unbounded (or a long count-bounded) cache of index tables would pin memory
+    on the accelerator for shapes that never come back.
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._items: OrderedDict = OrderedDict()
+        self._bytes = 0
+
+    @staticmethod
+    def _size(value) -> int:
+        return sum(t.numel() * t.element_size() for t in value)
+
+    def get(self, key, build):
+        """The cached value of ``key``, built with ``build()`` on a miss."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = build()
+        self._items[key] = value
+        self._bytes += self._size(value)
+        while len(self._items) > self.max_entries or (
+            self._bytes > self.max_bytes and len(self._items) > 1
+        ):
+            _, evicted = self._items.popitem(last=False)
+            self._bytes -= self._size(evicted)
+        return value
+
+    def nbytes(self) -> int:
+        """Bytes held by the cached tensors."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        """Drops every entry."""
+        self._items.clear()
+        self._bytes = 0
+
+
+# Per-axis tables are O(L * k) integers: thousands of shapes fit in a few MiB.
+AXIS_CACHE = _BoundedCache(max_entries=1024, max_bytes=16 * 2**20)
+
+
+def axis_windows(
+    length: int, kernel: int, dilation: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = axis_tables(height, kernel[0], dilation[0])
-    cols = axis_tables(width, kernel[1], dilation[1])
-    key_rows = rows.key_positions()  # [H, k0]
-    key_cols = cols.key_positions()  # [W, k1]
-    keys = key_rows[:, None, :, None] * width + key_cols[None, :, None, :]
-    bias_width = 2 * kernel[1] - 1
-    bias_rows = rows.rpb_start[:, None] + torch.arange(kernel[0])
-    bias_cols = cols.rpb_start[:, None] + torch.arange(kernel[1])
-    bias = bias_rows[:, None, :, None] * bias_width + bias_cols[None, :, None, :]
-    n_keys = kernel[0] * kernel[1]
-    return keys.reshape(height, width, n_keys), bias.reshape(height, width, n_keys)
+    """Key positions ``[L, k]`` and bias indices ``[L, k]`` of one axis, on ``device``.
+
+    Served from a small bounded cache (:data:`AXIS_CACHE`); the 2-D tables are never
+    cached, they are formed per chunk of query rows from these two.
+    """
+    device = torch.device(device)
+
+    def build():
+        tables = axis_tables(length, kernel, dilation)
+        bias = tables.rpb_start[:, None] + torch.arange(kernel)
+        return tables.key_positions().to(device), bias.to(device)
+
+    return AXIS_CACHE.get((length, kernel, dilation, device), build)
 
 
 def grid_indices(
@@ -128,8 +181,9 @@ def grid_indices(
     kernel: tuple[int, int],
     dilation: tuple[int, int],
     device: torch.device | None = None,
+    rows: slice | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat key and bias indices of every query of an ``height x width`` map.
+    """Flat key and bias indices of the queries of an ``height x width`` map.
 
     Args:
         height: Map height.
@@ -137,21 +191,23 @@ def grid_indices(
         kernel: ``(k_rows, k_cols)``.
         dilation: ``(d_rows, d_cols)``.
         device: Where to put the tensors.
+        rows: Only these query rows (default: all).
 
     Returns:
-        ``(keys, bias)``, both ``[height, width, k_rows * k_cols]`` int64, slots in
+        ``(keys, bias)``, both ``[rows, width, k_rows * k_cols]`` int64, slots in
         row-major window order (``t = t_row * k_cols + t_col``). ``keys`` indexes the
         flattened map (``row * width + col``); ``bias`` indexes the flattened
         ``[2 * k_rows - 1, 2 * k_cols - 1]`` bias table.
     """
     device = torch.device("cpu") if device is None else torch.device(device)
-    return _grid_indices_on(height, width, tuple(kernel), tuple(dilation), device)
-
-
-@lru_cache(maxsize=128)
-def _grid_indices_on(height, width, kernel, dilation, device):
-    keys, bias = _grid_indices(height, width, kernel, dilation)
-    return keys.to(device), bias.to(device)
+    key_rows, bias_rows = axis_windows(height, kernel[0], dilation[0], device)
+    key_cols, bias_cols = axis_windows(width, kernel[1], dilation[1], device)
+    if rows is not None:
+        key_rows, bias_rows = key_rows[rows], bias_rows[rows]
+    n_rows, n_keys = key_rows.shape[0], kernel[0] * kernel[1]
+    keys = key_rows[:, None, :, None] * width + key_cols[None, :, None, :]
+    bias = bias_rows[:, None, :, None] * (2 * kernel[1] - 1) + bias_cols[None, :, None, :]
+    return keys.reshape(n_rows, width, n_keys), bias.reshape(n_rows, width, n_keys)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .functional import IntPair, na2d_av, na2d_qk, neighborhood_attention_2d, to_pair
+from .torch_backend import acc_dtype
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the window computed in fp32 (fp64 stays fp64), returned in the logits' dtype."""
+    return logits.softmax(dim=-1, dtype=acc_dtype(logits.dtype)).to(logits.dtype)
 
 
 class NeighborhoodAttention2D(nn.Module):
@@ -18,6 +24,10 @@ class NeighborhoodAttention2D(nn.Module):
     (NATTEN <= 0.15): parameters ``qkv``, ``rpb``, ``proj``; q scaled before the dot
     product; and maps smaller than ``kernel_size * dilation`` zero-padded on the
     right/bottom *before* ``qkv``, attended without masking, then cropped.
+
+    Mixed precision: under ``torch.autocast`` q, k and v come out of ``qkv`` in the
+    autocast dtype; ``rpb`` stays an fp32 parameter, is added to the scores in fp32
+    and receives fp32 gradients; the softmax is computed in fp32.
 
     Args:
         dim: Channels of the input and output.
@@ -90,7 +100,7 @@ class NeighborhoodAttention2D(nn.Module):
             attn = na2d_qk(
                 q, k, self.kernel_size, self.dilation, self.rpb, self.scale, self._unfused()
             )
-            attn = self.attn_drop(attn.softmax(dim=-1))
+            attn = self.attn_drop(_softmax(attn))
             out = na2d_av(attn, v, self.kernel_size, self.dilation, self._unfused())
         else:
             out = neighborhood_attention_2d(
@@ -105,7 +115,7 @@ class NeighborhoodAttention2D(nn.Module):
         logits = na2d_qk(
             q, k, self.kernel_size, self.dilation, self.rpb, self.scale, self._unfused()
         )
-        return logits.softmax(dim=-1)
+        return _softmax(logits)
 
     def _unfused(self) -> str:
         return self.backend if self.backend in ("cpu", "torch") else "auto"
