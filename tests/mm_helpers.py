@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from mmengine.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,3 +75,46 @@ def run_tool(script: str, *args: str, timeout: int = 900) -> str:
             f"{script} {' '.join(args)} failed ({proc.returncode}):\n{output[-6000:]}"
         )
     return output
+
+
+# mmcv CPU ops that refuse half precision, with the positions of the arguments they
+# write their results into.
+MMCV_HALF_REFUSING_OPS = {
+    "nms": (),
+    "roi_align_forward": (2, 3, 4),  # output, argmax_y, argmax_x
+    "roi_align_backward": (4,),  # grad_input
+}
+
+
+@contextlib.contextmanager
+def mmcv_cpu_ops_take_half():
+    """Lets mmcv's compiled CPU NMS and RoIAlign take fp16/bf16 tensors, as their CUDA kernels do.
+
+    Under CUDA autocast, MMDetection feeds half-precision features and boxes to
+    mmcv's CUDA NMS and RoIAlign, which accept them. mmcv's CPU kernels of the same
+    ops refuse anything but fp32 (mmcv's CPU limit, not the toolkit's). Inside this
+    context each of them computes in fp32 and writes its results back in the
+    caller's dtypes, so a CPU autocast run takes the same path as a GPU AMP run.
+    """
+    ext = importlib.import_module("mmcv._ext")
+    originals = {name: getattr(ext, name) for name in MMCV_HALF_REFUSING_OPS}
+
+    def half_to_fp32(fn, outputs):
+        def wrapped(*args, **kwargs):
+            low = (torch.float16, torch.bfloat16)
+            copies = [a.float() if torch.is_tensor(a) and a.dtype in low else a for a in args]
+            result = fn(*copies, **kwargs)
+            for i in outputs:
+                if copies[i] is not args[i]:
+                    args[i].copy_(copies[i])
+            return result
+
+        return wrapped
+
+    for name, fn in originals.items():
+        setattr(ext, name, half_to_fp32(fn, MMCV_HALF_REFUSING_OPS[name]))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(ext, name, fn)

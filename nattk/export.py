@@ -1,0 +1,69 @@
+"""What ``tools/export_onnx.py`` exports from an MMDetection / MMSegmentation config.
+
+* the dense backbone of any config (``[B, 3, H, W]`` -> its feature maps);
+* the whole segmentor of an MMSegmentation config, in whole-image inference mode:
+  image -> ``EncoderDecoder.encode_decode`` -> logits ``[B, classes, H, W]`` (the
+  decode head's output resized to the input, before argmax).
+
+Normalisation stays outside the graph: feed what the config's data preprocessor
+produces (mean/std-normalised RGB, padded to its ``size_divisor``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Optional
+
+import torch
+from mmengine.config import Config
+from torch import nn
+
+from nattk.cli import framework_of
+
+
+class SegmentorLogits(nn.Module):
+    """Whole-image logits of an MMSegmentation ``EncoderDecoder`` (its ``encode_decode``)."""
+
+    def __init__(self, segmentor: nn.Module) -> None:
+        super().__init__()
+        if not hasattr(segmentor, "encode_decode"):
+            raise ValueError(f"{type(segmentor).__name__} is not an MMSegmentation segmentor")
+        self.segmentor = segmentor
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        shape = tuple(image.shape[-2:])
+        metas = [dict(img_shape=shape, pad_shape=shape, ori_shape=shape)] * image.shape[0]
+        return self.segmentor.encode_decode(image, metas)
+
+
+def build_exportable(config: str, checkpoint: Optional[str] = None, backbone_only: bool = False):
+    """The eval-mode module to export from ``config`` (and ``checkpoint``).
+
+    Returns:
+        ``(module, framework)``; SyncBN is reverted to BN (it cannot run on CPU).
+
+    Raises:
+        ValueError: A whole-model export of a detection config, or of a segmentor
+            whose decode head needs more than the features (Mask2Former).
+    """
+    from mmengine.model import revert_sync_batchnorm
+
+    from nattk.inference import load_model
+
+    cfg = Config.fromfile(config)
+    framework = framework_of(cfg)
+    if framework == "mmdet" and not backbone_only:
+        raise ValueError(
+            "whole-detector export is not supported (post-processing and RoI ops); "
+            "pass --backbone to export the backbone of a detection config"
+        )
+    model = revert_sync_batchnorm(load_model(cfg, checkpoint, device="cpu")).eval()
+    if backbone_only:
+        return model.backbone, framework
+    head = model.decode_head
+    if len(inspect.signature(head.forward).parameters) != 1:
+        raise ValueError(
+            f"{type(head).__name__} needs data samples at inference; only plain decode heads "
+            "(UperNet, FPN, ...) export as a whole model. Pass --backbone for the backbone"
+        )
+    return SegmentorLogits(model), framework
