@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from mm_helpers import REPO, run_tool, set_num_classes, tiny_backbone
+from mm_helpers import REPO, reduced_detection_config, run_tool, set_num_classes, tiny_backbone
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from nattk.toy_data import make_toy_coco, toy_metainfo
+from nattk.toy_data import make_toy_coco
 
 pytest.importorskip("mmdet")
 
@@ -139,55 +139,6 @@ def test_init_cfg_loads_strictly(tmp_path):
 @pytest.fixture(scope="module")
 def toy_coco(tmp_path_factory):
     return make_toy_coco(tmp_path_factory.mktemp("toy_coco"), num_train=4, num_val=2)
-
-
-def reduced_detection_config(path: Path, data_root: Path, out: Path) -> Path:
-    """A CPU-sized copy of a shipped config: toy backbone, small images, the toy data."""
-    cfg = Config.fromfile(path)
-    tiny_backbone(cfg)
-    set_num_classes(cfg.model, 2)
-    # Fewer proposals and RoIs, thinner head convs: the heads dominate CPU time otherwise.
-    cfg.model.train_cfg.rpn_proposal.max_per_img = 200
-    cfg.model.test_cfg.rpn.max_per_img = 100
-    rcnn = cfg.model.train_cfg.rcnn
-    for stage in rcnn if isinstance(rcnn, list) else [rcnn]:
-        stage.sampler.num = 64
-    heads = cfg.model.roi_head.bbox_head
-    for head in heads if isinstance(heads, list) else [heads]:
-        head.fc_out_channels = 256
-        head.conv_out_channels = 64
-    masks = cfg.model.roi_head.mask_head
-    for head in masks if isinstance(masks, list) else [masks]:
-        head.conv_out_channels = 32
-    cfg.optim_wrapper.type = "OptimWrapper"  # fp16 autocast is a GPU feature
-    cfg.optim_wrapper.pop("loss_scale", None)
-    scales = [(96, 160), (128, 160)]
-    pipeline = cfg.train_dataloader.dataset.pipeline
-    choice = pipeline[3]
-    assert choice.type == "RandomChoice"
-    choice.transforms[0][0].scales = scales
-    choice.transforms[1][0].scales = [(80, 160), (96, 160)]
-    choice.transforms[1][1].crop_size = (64, 96)
-    choice.transforms[1][2].scales = scales
-    cfg.test_dataloader.dataset.pipeline[1].scale = (160, 128)
-    for split, loader in (("train2017", "train_dataloader"), ("val2017", "val_dataloader")):
-        dataset = cfg[loader].dataset
-        dataset.update(
-            data_root=str(data_root) + "/",
-            ann_file=f"annotations/instances_{split}.json",
-            data_prefix=dict(img=f"{split}/"),
-            metainfo=toy_metainfo(),
-        )
-        if loader == "val_dataloader":
-            dataset.pipeline = cfg.test_dataloader.dataset.pipeline
-        cfg[loader].update(num_workers=0, persistent_workers=False, batch_size=2)
-    cfg.test_dataloader = cfg.val_dataloader
-    cfg.val_evaluator.ann_file = str(data_root / "annotations" / "instances_val2017.json")
-    cfg.test_evaluator = cfg.val_evaluator
-    cfg.default_hooks.logger.interval = 1
-    cfg.default_hooks.checkpoint.interval = 1
-    cfg.dump(out)
-    return out
 
 
 @pytest.mark.parametrize(

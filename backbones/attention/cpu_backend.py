@@ -16,12 +16,13 @@ from .indices import axis_tables, grouped_axis
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
 
-def unsupported_reason(x: torch.Tensor) -> str | None:
-    """Why the CPU kernels cannot serve ``x`` (``None`` when it can)."""
+def unsupported_reason(x: torch.Tensor, dtype: torch.dtype | None = None) -> str | None:
+    """Why the CPU kernels cannot serve ``x`` computed in ``dtype`` (``None`` when they can)."""
+    dtype = x.dtype if dtype is None else dtype
     if x.device.type != "cpu":
         return f"tensor is on {x.device}, not CPU"
-    if x.dtype not in SUPPORTED_DTYPES:
-        return f"dtype {x.dtype} is not float32/float64"
+    if dtype not in SUPPORTED_DTYPES:
+        return f"dtype {dtype} is not float32/float64"
     if cpu_extension.load() is None:
         return f"CPU extension {cpu_extension.status()}"
     return None

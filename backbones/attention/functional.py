@@ -136,21 +136,31 @@ def _check_qk(
     return kernel, dil, q.shape[-1] ** -0.5 if scale is None else float(scale)
 
 
-def unsupported_reason(backend: str, q: torch.Tensor, rpb: Optional[torch.Tensor]) -> Optional[str]:
-    """Why ``backend`` cannot serve a call on ``q`` (``None`` when it can)."""
+def compute_dtype(q: torch.Tensor) -> torch.dtype:
+    """The dtype the attention runs in: the autocast dtype under autocast, else q's."""
+    if q.dtype != torch.float64 and _autocasts(q):
+        return torch.get_autocast_dtype(q.device.type)
+    return q.dtype
+
+
+def unsupported_reason(
+    backend: str, q: torch.Tensor, rpb: Optional[torch.Tensor], dtype: Optional[torch.dtype] = None
+) -> Optional[str]:
+    """Why ``backend`` cannot serve a call on ``q`` computed in ``dtype`` (``None`` when it can)."""
+    dtype = q.dtype if dtype is None else dtype
     if backend == "torch":
         return None
     if backend == "cpu":
-        return cpu_backend.unsupported_reason(q)
+        return cpu_backend.unsupported_reason(q, dtype)
     if backend == "flex":
         return flex_backend.unsupported_reason(q)
     if backend == "natten":
         reason = natten_backend.unsupported_reason(q, rpb)
         if reason is None and (
-            q.shape[-1] % 8 or q.dtype not in (torch.float16, torch.bfloat16, torch.float32)
+            q.shape[-1] % 8 or dtype not in (torch.float16, torch.bfloat16, torch.float32)
         ):
             reason = (
-                f"NATTEN needs head_dim % 8 == 0 and fp16/bf16/fp32, got {q.shape[-1]}, {q.dtype}"
+                f"NATTEN needs head_dim % 8 == 0 and fp16/bf16/fp32, got {q.shape[-1]}, {dtype}"
             )
         return reason
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -164,7 +174,8 @@ def resolve_backend(
     Args:
         backend: ``"auto"``/``None`` or a backend name. ``"auto"`` defers to the
             ``NATTK_NA_BACKEND`` environment variable when it is set.
-        q: The query tensor (its device and dtype decide).
+        q: The query tensor (its device and dtype decide; under autocast, the
+            autocast dtype).
         rpb: The bias table or ``None``.
         candidates: Backends that can compute this kind of call; ``auto`` tries
             those of them in its order (natten, cpu, torch).
@@ -178,19 +189,20 @@ def resolve_backend(
         name = os.environ.get(ENV_VAR, "auto") or "auto"
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    dtype = compute_dtype(q)
     if name != "auto":
         if name not in candidates:
             raise RuntimeError(
                 f"backend {name!r} cannot compute this op (choose from {candidates})"
             )
-        reason = unsupported_reason(name, q, rpb)
+        reason = unsupported_reason(name, q, rpb, dtype)
         if reason is not None:
             raise RuntimeError(
                 f"neighborhood-attention backend {name!r} cannot run this call: {reason}"
             )
         return name
     for candidate in _AUTO_ORDER:
-        if candidate in candidates and unsupported_reason(candidate, q, rpb) is None:
+        if candidate in candidates and unsupported_reason(candidate, q, rpb, dtype) is None:
             return candidate
     return "torch"
 
@@ -300,6 +312,10 @@ def neighborhood_attention_2d(
         )
     kernel, dil, scale = _check_qk(q, k, kernel_size, dilation, rpb, scale)
     name = resolve_backend(backend, q, rpb)
+    if name in ("natten", "flex"):
+        # Not our operators: apply autocast's cast here.
+        dtype = compute_dtype(q)
+        q, k, v = (x.to(dtype) for x in (q, k, v))
     if name == "natten":
         return natten_backend.attention(q, k, v, kernel, dil, scale)
     if name == "flex":
