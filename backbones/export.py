@@ -135,4 +135,3 @@ def max_abs_difference(expected, actual) -> float:
         (e.detach().float() - a.float()).abs().max().item() if e.numel() else 0.0
         for e, a in zip(expected, actual)
     )
-

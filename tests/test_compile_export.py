@@ -131,9 +131,7 @@ def test_dynamic_export_follows_the_input_size():
 
 
 # --------------------------------------------------------------------------- ONNX
-@pytest.mark.parametrize(
-    "size", [(64, 96), (224, 160)], ids=["padded-small-maps", "unpadded"]
-)
+@pytest.mark.parametrize("size", [(64, 96), (224, 160)], ids=["padded-small-maps", "unpadded"])
 def test_onnx_backbone_matches_pytorch(size, tmp_path):
     pytest.importorskip("onnxruntime")
     model = tiny_dinat().eval()
@@ -182,15 +180,24 @@ def test_auto_never_picks_flex_on_cuda(dtype, monkeypatch):
 
 @pytest.mark.parametrize(
     "height, width, kernel, dilation",
-    [(20, 30, (3, 3), (2, 3)), (33, 17, (5, 3), (3, 1)), (40, 90, (7, 7), (5, 8)), (14, 14, (7, 7), (2, 2))],
+    [
+        (20, 30, (3, 3), (2, 3)),
+        (33, 17, (5, 3), (3, 1)),
+        (40, 90, (7, 7), (5, 8)),
+        (14, 14, (7, 7), (2, 2)),
+    ],
 )
 def test_flex_block_layout_covers_every_window(height, width, kernel, dilation):
     create_block_mask = pytest.importorskip("torch.nn.attention.flex_attention").create_block_mask
     mask_mod, _, _ = flex_backend._window_mods(height, width, kernel, dilation, torch.device("cpu"))
     for block in (16, 128):
-        reference = create_block_mask(
-            mask_mod, None, None, height * width, height * width, device="cpu", BLOCK_SIZE=block
-        ).to_dense()[0, 0].bool()
+        reference = (
+            create_block_mask(
+                mask_mod, None, None, height * width, height * width, device="cpu", BLOCK_SIZE=block
+            )
+            .to_dense()[0, 0]
+            .bool()
+        )
         counts, order = flex_backend.block_layout(height, width, kernel, dilation, block)
         ours = torch.zeros_like(reference)
         for row, (count, indices_) in enumerate(zip(counts, order)):
@@ -214,7 +221,9 @@ def test_flex_raises_instead_of_running_eagerly_past_the_recompile_limit(monkeyp
 
     # The eager compile backend keeps this CPU test fast; the guard is dynamo's.
     monkeypatch.setattr(
-        flex_backend, "_compiled_flex", torch.compile(flex_attention, backend="eager", dynamic=False)
+        flex_backend,
+        "_compiled_flex",
+        torch.compile(flex_attention, backend="eager", dynamic=False),
     )
     rpb = torch.randn(2, 5, 5)
     with torch._dynamo.config.patch(recompile_limit=2), torch.no_grad():
@@ -238,3 +247,41 @@ def test_index_table_cache_is_bounded():
     cache.clear()
     keys2, bias2 = indices.grid_indices(64, 16, (7, 7), (2, 1))
     assert torch.equal(keys, keys2) and torch.equal(bias, bias2)
+
+
+# --------------------------------------------------------------------------- the tool
+@pytest.mark.parametrize("size", [(64, 96), (128, 160)], ids=["padded-small-maps", "unpadded"])
+def test_export_tool_writes_a_whole_upernet_segmentor(size, tmp_path, capsys):
+    """UperNet + DiNAT (the quickstart's toy config), whole-image logits, checked by onnxruntime."""
+    pytest.importorskip("mmseg")
+    pytest.importorskip("onnxruntime")
+    import export_onnx
+    from mm_helpers import REPO
+
+    config = str(REPO / "configs/quickstart/upernet_dinat-toy_toy-ade20k.py")
+    out = tmp_path / "upernet.onnx"
+    assert export_onnx.main([config, "--shape", *map(str, size), "--out", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "mmseg segmentor" in report and out.is_file()
+    diff = float(report.split("max |onnxruntime - pytorch| = ")[1].split()[0])
+    assert diff < 1e-4
+
+    (logits,) = onnxruntime_outputs(out, torch.randn(1, 3, *size))
+    assert logits.shape == (1, 3, *size)  # 3 toy classes at the input resolution
+
+
+def test_export_tool_refuses_what_it_cannot_export(tmp_path):
+    pytest.importorskip("mmdet")
+    pytest.importorskip("mmseg")
+    import export_onnx
+    from mm_helpers import REPO
+
+    seg = str(REPO / "configs/quickstart/upernet_dinat-toy_toy-ade20k.py")
+    det = str(REPO / "configs/quickstart/mask-rcnn_dinat-toy_fpn_toy-coco.py")
+    out = str(tmp_path / "x.onnx")
+    with pytest.raises(SystemExit):
+        export_onnx.main([seg, "--shape", "256", "256", "--dynamic", "--out", out])
+    with pytest.raises(ValueError, match="pass --backbone"):
+        export_onnx.main([det, "--shape", "128", "128", "--out", out])
+    with pytest.raises(ValueError, match="smallest size at which no attention layer pads"):
+        export_onnx.main([det, "--backbone", "--shape", "64", "64", "--dynamic", "--out", out])

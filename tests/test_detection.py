@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mm_helpers import REPO, reduced_detection_config, run_tool, set_num_classes, tiny_backbone
+from mm_helpers import REPO, reduced_detection_config, run_tool
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 

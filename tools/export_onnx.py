@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import torch
 
@@ -40,12 +41,12 @@ def _pytorch(module, image):
         return module(image)
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
+def _median_seconds(fn, arg, repeats: int) -> float:
+    fn(arg)  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        fn(arg)
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 
@@ -100,8 +101,8 @@ def main(argv=None) -> int:
         worst = max(worst, diff)
         print(f"{shape[0]}x{shape[1]}: max |onnxruntime - pytorch| = {diff:.2e}")
         if args.benchmark:
-            t_torch = _median_seconds(lambda: _pytorch(module, check), args.benchmark)
-            t_ort = _median_seconds(lambda: onnxruntime_outputs(session, check), args.benchmark)
+            t_torch = _median_seconds(partial(_pytorch, module), check, args.benchmark)
+            t_ort = _median_seconds(partial(onnxruntime_outputs, session), check, args.benchmark)
             print(f"  latency: pytorch {t_torch * 1e3:.1f} ms, onnxruntime {t_ort * 1e3:.1f} ms")
     if worst > args.tolerance:
         print(f"FAILED: difference {worst:.2e} above --tolerance {args.tolerance:.0e}")

@@ -86,7 +86,10 @@ class _Grouped:
     def __init__(self, shape, kernel, dilation) -> None:
         self.axes = []
         tables = []
-        for dim, length, k, d in ((1, shape[1], kernel[0], dilation[0]), (2, shape[2], kernel[1], dilation[1])):
+        for dim, length, k, d in (
+            (1, shape[1], kernel[0], dilation[0]),
+            (2, shape[2], kernel[1], dilation[1]),
+        ):
             if d > 1:
                 axis = grouped_axis(length, k, d)
                 self.axes.append((dim, axis.order, axis.perm))

@@ -165,7 +165,9 @@ def attention_forward(q, k, v, rpb, kernel, dilation, scale):
     return out, lse
 
 
-def attention_backward(grad_out, q, k, v, rpb: Optional[torch.Tensor], out, lse, kernel, dilation, scale):
+def attention_backward(
+    grad_out, q, k, v, rpb: Optional[torch.Tensor], out, lse, kernel, dilation, scale
+):
     """``(dq, dk, dv, drpb)`` of :func:`attention_forward`, recomputing the scores."""
     geo = _Geometry(q, kernel, dilation)
     k_flat, v_flat = geo.flat(k), geo.flat(v)
