@@ -1,0 +1,78 @@
+"""Eager vs ``torch.compile`` (inductor) for a dense NAT / DiNAT backbone: forward + backward.
+
+Reports the first compiled call (compile time included), the steady-state time of a
+compiled forward+backward and of the eager one (medians), and whether the whole
+backbone traced as one graph (``fullgraph=True`` is used, so any graph break fails).
+
+Example::
+
+    python tools/benchmark_compile.py --model dinat_tiny --shape 224 224 --batch 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+from nattk.backbones import create_model
+
+
+def _step(model, run, x) -> list[torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    features = run(x)
+    sum(f.float().square().mean() for f in features).backward()
+    return [f.detach() for f in features]
+
+
+def _median(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="dinat_tiny")
+    parser.add_argument("--dilations", default="imagenet224", help="DiNAT dilation preset")
+    parser.add_argument("--shape", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    kwargs = {} if args.model.startswith("nat_") else {"dilations": args.dilations}
+    model = create_model(args.model, num_classes=0, drop_path_rate=0.0, **kwargs).to(args.device)
+    x = torch.randn(args.batch, 3, *args.shape, device=args.device)
+    print(
+        f"{args.model} dense backbone, batch {args.batch} x {args.shape[0]}x{args.shape[1]}, "
+        f"{args.device} ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads), torch {torch.__version__}"
+    )
+    expected = _step(model, model, x)  # also the warm-up (index tables, allocator)
+    eager = _median(lambda: _step(model, model, x), args.repeats)
+
+    compiled = torch.compile(model, backend=args.backend, fullgraph=True)
+    start = time.perf_counter()
+    _step(model, compiled, x)
+    first = time.perf_counter() - start
+    steady = _median(lambda: _step(model, compiled, x), args.repeats)
+
+    features = _step(model, compiled, x)
+    difference = max((a - b).abs().max().item() for a, b in zip(expected, features))
+    print(f"eager fwd+bwd              {eager * 1e3:9.1f} ms")
+    print(f"compiled first call        {first:9.1f} s   (compile + one fwd+bwd)")
+    print(f"compiled fwd+bwd           {steady * 1e3:9.1f} ms   ({eager / steady:.2f}x eager)")
+    print(f"max |compiled - eager|     {difference:9.2e}   (forward features)")
+
+
+if __name__ == "__main__":
+    main()
