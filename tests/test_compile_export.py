@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mm_helpers import REPO  # also puts tools/ on sys.path
 from test_mixed_precision import tiny_dinat
 
 from nattk.backbones.attention import flex_backend, indices, resolve_backend
@@ -57,9 +58,10 @@ def test_opcheck(backend, with_rpb):
 def test_fused_backward_matches_unfused_composition(backend):
     args = _op_samples(backend, True)[torch.ops.nattk.na2d.default]
     q, k, v, rpb = args[:4]
-    out, lse = torch.ops.nattk.na2d(*args)
+    out, lse, probs = torch.ops.nattk.na2d(*args)
     logits = torch.ops.nattk.na2d_qk(q, k, rpb, *args[4:])
     assert torch.allclose(lse, torch.logsumexp(logits, -1), atol=1e-12)
+    assert probs.numel() == (logits.numel() if backend == "cpu" else 0)
     ref = torch.ops.nattk.na2d_av(logits.softmax(-1), v, *args[4:6], backend)
     grad = torch.randn_like(out)
     fused = torch.autograd.grad(out, (q, k, v, rpb), grad)
@@ -256,7 +258,6 @@ def test_export_tool_writes_a_whole_upernet_segmentor(size, tmp_path, capsys):
     pytest.importorskip("mmseg")
     pytest.importorskip("onnxruntime")
     import export_onnx
-    from mm_helpers import REPO
 
     config = str(REPO / "configs/quickstart/upernet_dinat-toy_toy-ade20k.py")
     out = tmp_path / "upernet.onnx"
@@ -274,7 +275,6 @@ def test_export_tool_refuses_what_it_cannot_export(tmp_path):
     pytest.importorskip("mmdet")
     pytest.importorskip("mmseg")
     import export_onnx
-    from mm_helpers import REPO
 
     seg = str(REPO / "configs/quickstart/upernet_dinat-toy_toy-ade20k.py")
     det = str(REPO / "configs/quickstart/mask-rcnn_dinat-toy_fpn_toy-coco.py")

@@ -1,12 +1,14 @@
 """Eager vs ``torch.compile`` (inductor) for a dense NAT / DiNAT backbone: forward + backward.
 
 Reports the first compiled call (compile time included), the steady-state time of a
-compiled forward+backward and of the eager one (medians), and whether the whole
-backbone traced as one graph (``fullgraph=True`` is used, so any graph break fails).
+compiled forward+backward and of the eager one (medians); ``fullgraph=True`` is used,
+so any graph break fails. ``--autocast bf16|fp16`` runs both under ``torch.autocast``
+and also reports the features' relative error against an fp32 run.
 
-Example::
+Examples::
 
     python tools/benchmark_compile.py --model dinat_tiny --shape 224 224 --batch 2
+    python tools/benchmark_compile.py --autocast bf16 --no-compile
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import torch
 from nattk.backbones import create_model
 
 
-def _step(model, run, x) -> list[torch.Tensor]:
+def _step(model, run, x, dtype=None) -> list[torch.Tensor]:
     model.zero_grad(set_to_none=True)
-    features = run(x)
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        features = run(x)
     sum(f.float().square().mean() for f in features).backward()
     return [f.detach() for f in features]
 
@@ -46,7 +49,10 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backend", default="inductor", help="torch.compile backend")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--autocast", choices=["none", "bf16", "fp16"], default="none")
+    parser.add_argument("--no-compile", action="store_true", help="time eager only")
     args = parser.parse_args(argv)
+    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.autocast]
 
     torch.manual_seed(0)
     kwargs = {} if args.model.startswith("nat_") else {"dilations": args.dilations}
@@ -55,20 +61,29 @@ def main(argv=None) -> None:
     print(
         f"{args.model} dense backbone, batch {args.batch} x {args.shape[0]}x{args.shape[1]}, "
         f"{args.device} ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads), torch {torch.__version__}"
+        f"{torch.get_num_threads()} threads), torch {torch.__version__}, autocast {args.autocast}"
     )
-    expected = _step(model, model, x)  # also the warm-up (index tables, allocator)
-    eager = _median(lambda: _step(model, model, x), args.repeats)
+    expected = _step(model, model, x, dtype)  # also the warm-up (index tables, allocator)
+    eager = _median(lambda: _step(model, model, x, dtype), args.repeats)
+    print(f"eager fwd+bwd              {eager * 1e3:9.1f} ms")
+    if dtype is not None:
+        reference = _step(model, model, x)
+        error = max(
+            ((a.float() - b).abs().max() / b.abs().max()).item()
+            for a, b in zip(expected, reference)
+        )
+        print(f"features vs fp32           {error:9.2e}   (max |diff| / max |fp32|, worst level)")
+    if args.no_compile:
+        return
 
     compiled = torch.compile(model, backend=args.backend, fullgraph=True)
     start = time.perf_counter()
-    _step(model, compiled, x)
+    _step(model, compiled, x, dtype)
     first = time.perf_counter() - start
-    steady = _median(lambda: _step(model, compiled, x), args.repeats)
+    steady = _median(lambda: _step(model, compiled, x, dtype), args.repeats)
 
-    features = _step(model, compiled, x)
-    difference = max((a - b).abs().max().item() for a, b in zip(expected, features))
-    print(f"eager fwd+bwd              {eager * 1e3:9.1f} ms")
+    features = _step(model, compiled, x, dtype)
+    difference = max((a.float() - b.float()).abs().max().item() for a, b in zip(expected, features))
     print(f"compiled first call        {first:9.1f} s   (compile + one fwd+bwd)")
     print(f"compiled fwd+bwd           {steady * 1e3:9.1f} ms   ({eager / steady:.2f}x eager)")
     print(f"max |compiled - eager|     {difference:9.2e}   (forward features)")

@@ -12,8 +12,12 @@ import torch
 
 from . import cpu_extension
 from .indices import axis_tables, grouped_axis
+from .torch_backend import probs_from_lse, softmax_with_lse
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
+#: The fused op keeps the softmax weights for backward: on CPU, recomputing the
+#: scores costs more time than the N x K weights cost memory.
+KEEPS_PROBS = True
 
 
 def unsupported_reason(x: torch.Tensor, dtype: torch.dtype | None = None) -> str | None:
@@ -110,23 +114,36 @@ class _Grouped:
 
 
 def attention_forward(q, k, v, rpb, kernel, dilation, scale):
-    """Fused forward ``(out, lse)``: C++ QK, ATen softmax, C++ AV, in grouped layout."""
+    """Fused forward ``(out, lse, probs)``: C++ QK, softmax, C++ AV, in grouped layout.
+
+    ``probs`` (the softmax weights) stay in the grouped layout, for the backward only.
+    """
     grouped = _Grouped(q.shape, kernel, dilation)
     qg, kg, vg = (grouped.to_grouped(x) for x in (q, k, v))
     logits = qk_forward(qg, kg, rpb, kernel, dilation, scale, grouped.geometry)
-    lse = torch.logsumexp(logits, dim=-1)
-    probs = torch.exp(logits - lse[..., None])
+    probs, lse = softmax_with_lse(logits)
     out = av_forward(probs, vg, kernel, dilation, grouped.geometry)
-    return grouped.to_natural(out), grouped.to_natural(lse)
+    return grouped.to_natural(out), grouped.to_natural(lse), probs
 
 
-def attention_backward(grad_out, q, k, v, rpb, out, lse, kernel, dilation, scale):
-    """``(dq, dk, dv, drpb)`` of :func:`attention_forward`, recomputing the scores."""
+def attention_backward(grad_out, q, k, v, rpb, out, lse, probs, kernel, dilation, scale):
+    """``(dq, dk, dv, drpb)`` of :func:`attention_forward` from the kept softmax weights."""
     grouped = _Grouped(q.shape, kernel, dilation)
-    qg, kg, vg, gg, og, lg = (grouped.to_grouped(x) for x in (q, k, v, grad_out, out, lse))
-    geometry = grouped.geometry
-    probs = torch.exp(qk_forward(qg, kg, rpb, kernel, dilation, scale, geometry) - lg[..., None])
-    dprobs, dv = av_backward(gg, probs, vg, kernel, dilation, geometry)
-    dlogits = probs * (dprobs - (gg * og).sum(-1, keepdim=True))
-    dq, dk, drpb = qk_backward(dlogits, qg, kg, rpb, kernel, dilation, scale, geometry)
+    if probs.numel() == 0:  # called with another implementation's forward outputs
+        probs = probs_from_lse(
+            qk_forward(
+                *(grouped.to_grouped(x) for x in (q, k)),
+                rpb,
+                kernel,
+                dilation,
+                scale,
+                grouped.geometry,
+            ),
+            grouped.to_grouped(lse),
+        )
+    qg, kg, vg, gg = (grouped.to_grouped(x) for x in (q, k, v, grad_out))
+    delta = grouped.to_grouped((grad_out * out).sum(-1, keepdim=True))
+    dprobs, dv = av_backward(gg, probs, vg, kernel, dilation, grouped.geometry)
+    dlogits = probs * (dprobs - delta)
+    dq, dk, drpb = qk_backward(dlogits, qg, kg, rpb, kernel, dilation, scale, grouped.geometry)
     return (*(grouped.to_natural(x) for x in (dq, dk, dv)), drpb)

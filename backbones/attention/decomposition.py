@@ -75,14 +75,15 @@ def _apply(probs, v, keys, n_keys):
 
 
 def na2d(q, k, v, rpb, kernel_size, dilation, scale, backend=None):
-    """``nattk::na2d`` in standard operators; returns ``(out, lse)``."""
+    """``nattk::na2d`` in standard operators; returns ``(out, lse, probs)`` (``probs`` empty)."""
     batch, height, width, heads, _ = q.shape
     keys, bias = _windows(height, width, kernel_size, dilation, q.device)
     logits = _logits(q, k, rpb, kernel_size, dilation, scale, keys, bias)
     lse = torch.logsumexp(logits, dim=-1)
     probs = torch.softmax(logits, dim=-1)
     out = _apply(probs, v, keys, kernel_size[0] * kernel_size[1])
-    return out, lse.permute(0, 2, 1).reshape(batch, height, width, heads)
+    lse = lse.permute(0, 2, 1).reshape(batch, height, width, heads)
+    return out, lse, q.new_empty(0, dtype=lse.dtype)
 
 
 def na2d_qk(q, k, rpb, kernel_size, dilation, scale, backend=None):

@@ -320,7 +320,7 @@ def neighborhood_attention_2d(
         return natten_backend.attention(q, k, v, kernel, dil, scale)
     if name == "flex":
         return flex_backend.attention(q, k, v, kernel, dil, rpb, scale)
-    out, _ = torch.ops.nattk.na2d(q, k, v, rpb, list(kernel), list(dil), scale, name)
+    out, _, _ = torch.ops.nattk.na2d(q, k, v, rpb, list(kernel), list(dil), scale, name)
     return out
 
 

@@ -6,7 +6,10 @@ and AOTAutograd see them as single opaque nodes with known output shapes:
 
 ==========================  ===========================================================
 ``nattk::na2d``             fused ``softmax((scale*q) . k + rpb) v``; returns
-                            ``(out, lse)`` with the fp32 log-sum-exp per query
+                            ``(out, lse, probs)``: the fp32 log-sum-exp per query,
+                            and the softmax weights for implementations that keep
+                            them for backward (``cpu``; empty for those that
+                            recompute them from ``lse``)
 ``nattk::na2d_qk``          logits ``(scale*q) . k + rpb``, ``[B, H, W, heads, K]``
 ``nattk::na2d_av``          ``sum_t attn[..., t] * v[key_t]``
 ==========================  ===========================================================
@@ -75,8 +78,8 @@ def na2d(
     dilation: list[int],
     scale: float,
     backend: str,
-) -> tuple[Tensor, Tensor]:
-    """Fused neighborhood attention; returns ``(out, lse)``."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused neighborhood attention; returns ``(out, lse, probs)``."""
     impl, no_autocast = _kernel(q, backend)
     with no_autocast:
         return impl.attention_forward(q, k, v, rpb, kernel_size, dilation, scale)
@@ -84,8 +87,14 @@ def na2d(
 
 @na2d.register_fake
 def _(q, k, v, rpb, kernel_size, dilation, scale, backend):
-    lse = q.new_empty(q.shape[:4], dtype=torch_backend.acc_dtype(q.dtype))
-    return torch.empty_like(q), lse
+    acc = torch_backend.acc_dtype(q.dtype)
+    n_keys = kernel_size[0] * kernel_size[1]
+    probs_shape = (*q.shape[:4], n_keys) if _impl(backend).KEEPS_PROBS else (0,)
+    return (
+        torch.empty_like(q),
+        q.new_empty(q.shape[:4], dtype=acc),
+        q.new_empty(probs_shape, dtype=acc),
+    )
 
 
 @torch.library.custom_op("nattk::na2d_backward", mutates_args=())
@@ -97,6 +106,7 @@ def na2d_backward(
     rpb: Optional[Tensor],
     out: Tensor,
     lse: Tensor,
+    probs: Tensor,
     kernel_size: list[int],
     dilation: list[int],
     scale: float,
@@ -106,28 +116,30 @@ def na2d_backward(
     impl, no_autocast = _kernel(q, backend)
     with no_autocast:
         dq, dk, dv, drpb = impl.attention_backward(
-            grad_out, q, k, v, rpb, out, lse, kernel_size, dilation, scale
+            grad_out, q, k, v, rpb, out, lse, probs, kernel_size, dilation, scale
         )
     return dq, dk, dv, _empty_if_none(drpb, q)
 
 
 @na2d_backward.register_fake
-def _(grad_out, q, k, v, rpb, out, lse, kernel_size, dilation, scale, backend):
+def _(grad_out, q, k, v, rpb, out, lse, probs, kernel_size, dilation, scale, backend):
     drpb = q.new_empty(0) if rpb is None else torch.empty_like(rpb)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), drpb
 
 
 def _na2d_setup_context(ctx, inputs, output):
     q, k, v, rpb, kernel_size, dilation, scale, backend = inputs
-    out, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(q, k, v, rpb, out, lse)
+    out, lse, probs = output
+    ctx.mark_non_differentiable(lse, probs)
+    ctx.save_for_backward(q, k, v, rpb, out, lse, probs)
     ctx.args = (kernel_size, dilation, scale, backend)
 
 
-def _na2d_autograd(ctx, grad_out, _grad_lse):
-    q, k, v, rpb, out, lse = ctx.saved_tensors
-    dq, dk, dv, drpb = na2d_backward(grad_out.contiguous(), q, k, v, rpb, out, lse, *ctx.args)
+def _na2d_autograd(ctx, grad_out, _grad_lse, _grad_probs):
+    q, k, v, rpb, out, lse, probs = ctx.saved_tensors
+    dq, dk, dv, drpb = na2d_backward(
+        grad_out.contiguous(), q, k, v, rpb, out, lse, probs, *ctx.args
+    )
     return dq, dk, dv, (None if rpb is None else drpb), None, None, None, None
 
 

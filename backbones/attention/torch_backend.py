@@ -23,11 +23,29 @@ import torch
 from .indices import grid_indices
 
 _CHUNK_BYTES = 64 * 2**20
+#: The fused op recomputes the softmax in backward (memory linear in tokens).
+KEEPS_PROBS = False
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """The accumulation dtype for inputs of ``dtype``: fp32, or fp64 for fp64."""
     return torch.promote_types(dtype, torch.float32)
+
+
+def softmax_with_lse(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(softmax(logits), logsumexp(logits))`` over the last dim, reusing ``logits``' memory.
+
+    As cheap as one softmax (``logsumexp`` followed by ``exp`` costs about twice as much).
+    """
+    peak = logits.amax(dim=-1, keepdim=True)
+    probs = logits.sub_(peak).exp_()
+    total = probs.sum(dim=-1, keepdim=True)
+    return probs.div_(total), (peak + total.log()).squeeze(-1)
+
+
+def probs_from_lse(logits: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """``exp(logits - lse)`` (the softmax recomputed in backward), in ``logits``' memory."""
+    return logits.sub_(lse.unsqueeze(-1)).exp_()
 
 
 def _row_chunks(x: torch.Tensor, n_keys: int):
@@ -151,7 +169,8 @@ def av_backward(grad, attn, v, kernel, dilation):
 
 # --------------------------------------------------------------------------- fused
 def attention_forward(q, k, v, rpb, kernel, dilation, scale):
-    """Fused forward: ``(out, lse)``; ``lse`` is the fp32 log-sum-exp of each query's logits."""
+    """Fused forward ``(out, lse, probs)``: ``lse`` is the fp32 log-sum-exp of each query's
+    logits; ``probs`` is empty (the backward recomputes them)."""
     geo = _Geometry(q, kernel, dilation)
     k_flat, v_flat = geo.flat(k), geo.flat(v)
     acc = acc_dtype(q.dtype)
@@ -159,14 +178,14 @@ def attention_forward(q, k, v, rpb, kernel, dilation, scale):
     lse = torch.empty(q.shape[:4], dtype=acc, device=q.device)
     for rows, keys, bias in geo.chunks(q):
         logits = _scores(q[:, rows], k_flat, keys, rpb, bias, scale, acc)
-        lse[:, rows] = torch.logsumexp(logits, dim=-1)
-        probs = torch.exp(logits - lse[:, rows, ..., None]).to(v.dtype)
+        probs, lse[:, rows] = softmax_with_lse(logits)
+        probs = probs.to(v.dtype)
         out[:, rows] = torch.einsum("bhwnk,bhwknd->bhwnd", probs, _gather(v_flat, keys))
-    return out, lse
+    return out, lse, lse.new_empty(0)
 
 
 def attention_backward(
-    grad_out, q, k, v, rpb: Optional[torch.Tensor], out, lse, kernel, dilation, scale
+    grad_out, q, k, v, rpb: Optional[torch.Tensor], out, lse, _probs, kernel, dilation, scale
 ):
     """``(dq, dk, dv, drpb)`` of :func:`attention_forward`, recomputing the scores."""
     geo = _Geometry(q, kernel, dilation)
@@ -179,8 +198,9 @@ def attention_backward(
     for rows, keys, bias in geo.chunks(q):
         g = grad_out[:, rows]
         k_rows, v_rows = _gather(k_flat, keys), _gather(v_flat, keys)
-        logits = _scores(q[:, rows], k_flat, keys, rpb, bias, scale, acc)
-        probs = torch.exp(logits - lse[:, rows, ..., None])
+        probs = probs_from_lse(
+            _scores(q[:, rows], k_flat, keys, rpb, bias, scale, acc), lse[:, rows]
+        )
         dprobs = torch.einsum("bhwnd,bhwknd->bhwnk", g, v_rows).to(acc)
         delta = (g.to(acc) * out[:, rows].to(acc)).sum(-1, keepdim=True)
         dlogits = probs * (dprobs - delta)
