@@ -8,6 +8,8 @@ same dtype, so the bias is cast at the call and its gradient cast back.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 from . import cpu_extension
@@ -79,38 +81,55 @@ def av_backward(grad, attn, v, kernel, dilation, geometry=None):
 
 
 # --------------------------------------------------------------------------- fused
+@lru_cache(maxsize=32)
+def _flat_permutation(
+    height: int, width: int, kernel, dilation
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat (row-major) token orders: natural -> grouped and grouped -> natural."""
+    rows, cols = (
+        grouped_axis(length, k, d) if d > 1 else None
+        for length, k, d in ((height, kernel[0], dilation[0]), (width, kernel[1], dilation[1]))
+    )
+    row_order = rows.order if rows else torch.arange(height)
+    col_order = cols.order if cols else torch.arange(width)
+    to_grouped = (row_order[:, None] * width + col_order[None, :]).reshape(-1)
+    return to_grouped, torch.argsort(to_grouped)
+
+
 class _Grouped:
     """Re-orders dilated axes so that every dilation group is contiguous.
 
     The kernels then see windows of adjacent tokens (dilation 1 in grouped
     coordinates, :func:`~.indices.grouped_axis`), which keeps large dilations
-    cache-friendly. Logit slot order is unchanged by the re-ordering.
+    cache-friendly. Logit slot order is unchanged by the re-ordering. Both axes are
+    re-ordered in one gather over the flattened map.
     """
 
     def __init__(self, shape, kernel, dilation) -> None:
-        self.axes = []
+        self.height, self.width = shape[1], shape[2]
+        self.dilated = tuple(dilation) != (1, 1)
         tables = []
-        for dim, length, k, d in (
-            (1, shape[1], kernel[0], dilation[0]),
-            (2, shape[2], kernel[1], dilation[1]),
+        for length, k, d in (
+            (shape[1], kernel[0], dilation[0]),
+            (shape[2], kernel[1], dilation[1]),
         ):
-            if d > 1:
-                axis = grouped_axis(length, k, d)
-                self.axes.append((dim, axis.order, axis.perm))
-                tables.append(axis.tables.as_tuple())
-            else:
-                tables.append(axis_tables(length, k, 1).as_tuple())
+            axis = grouped_axis(length, k, d).tables if d > 1 else axis_tables(length, k, 1)
+            tables.append(axis.as_tuple())
         self.geometry = (*tables, kernel[0], kernel[1], 1, 1)
+        if self.dilated:
+            self.order, self.perm = _flat_permutation(
+                shape[1], shape[2], tuple(kernel), tuple(dilation)
+            )
+
+    def _gather(self, x, index):
+        flat = x.reshape(x.shape[0], self.height * self.width, *x.shape[3:])
+        return flat.index_select(1, index).view(x.shape)
 
     def to_grouped(self, x):
-        for dim, order, _ in self.axes:
-            x = x.index_select(dim, order)
-        return x
+        return self._gather(x, self.order) if self.dilated else x
 
     def to_natural(self, x):
-        for dim, _, perm in self.axes:
-            x = x.index_select(dim, perm)
-        return x
+        return self._gather(x, self.perm) if self.dilated else x
 
 
 def attention_forward(q, k, v, rpb, kernel, dilation, scale):
