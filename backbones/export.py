@@ -23,6 +23,7 @@ from torch import nn
 
 from .attention.decomposition import DECOMPOSITIONS
 from .attention.module import NeighborhoodAttention2D
+from .nat import NeighborhoodTransformer
 
 
 def smallest_unpadded_input(model: nn.Module, stride_of_level0: int = 4) -> int:
@@ -33,7 +34,7 @@ def smallest_unpadded_input(model: nn.Module, stride_of_level0: int = 4) -> int:
     ``kernel_size * dilation``.
 
     Raises:
-        ValueError: ``model`` has no backbone with ``stages`` of attention blocks.
+        ValueError: ``model`` contains no NAT / DiNAT / DiNAT_s backbone.
     """
     backbone = _find_backbone(model)
     side = 1
@@ -48,9 +49,7 @@ def smallest_unpadded_input(model: nn.Module, stride_of_level0: int = 4) -> int:
 
 def _find_backbone(model: nn.Module) -> nn.Module:
     for module in model.modules():
-        if hasattr(module, "stages") and any(
-            isinstance(m, NeighborhoodAttention2D) for m in module.modules()
-        ):
+        if isinstance(module, NeighborhoodTransformer):
             return module
     raise ValueError(f"{type(model).__name__} contains no NAT/DiNAT backbone")
 

@@ -14,7 +14,7 @@ import torch
 
 from . import cpu_extension
 from .indices import axis_tables, grouped_axis
-from .torch_backend import probs_from_lse, softmax_with_lse
+from .torch_backend import softmax_with_lse
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 #: The fused op keeps the softmax weights for backward: on CPU, recomputing the
@@ -148,18 +148,6 @@ def attention_forward(q, k, v, rpb, kernel, dilation, scale):
 def attention_backward(grad_out, q, k, v, rpb, out, lse, probs, kernel, dilation, scale):
     """``(dq, dk, dv, drpb)`` of :func:`attention_forward` from the kept softmax weights."""
     grouped = _Grouped(q.shape, kernel, dilation)
-    if probs.numel() == 0:  # called with another implementation's forward outputs
-        probs = probs_from_lse(
-            qk_forward(
-                *(grouped.to_grouped(x) for x in (q, k)),
-                rpb,
-                kernel,
-                dilation,
-                scale,
-                grouped.geometry,
-            ),
-            grouped.to_grouped(lse),
-        )
     qg, kg, vg, gg = (grouped.to_grouped(x) for x in (q, k, v, grad_out))
     delta = grouped.to_grouped((grad_out * out).sum(-1, keepdim=True))
     dprobs, dv = av_backward(gg, probs, vg, kernel, dilation, grouped.geometry)

@@ -5,9 +5,9 @@ know them (ONNX Runtime, TensorRT, ...) need the computation spelled out in
 standard operators; :data:`DECOMPOSITIONS` maps each operator to such a version,
 for ``ExportedProgram.run_decompositions``:
 
-* the neighborhood index tables are computed with integer arithmetic on
-  ``arange`` (the closed form of :mod:`.indices`), so they follow the map size
-  instead of being frozen constants;
+* the neighborhood index tables come from :func:`~.indices.window_starts`, integer
+  arithmetic on ``arange``, so they follow the map size instead of being frozen
+  constants;
 * keys/values are gathered (``index_select``), scored with a batched matmul, the
   bias is gathered from the table, softmax is taken over the window in fp32, and
   the values are reduced with a second matmul.
@@ -21,19 +21,14 @@ from __future__ import annotations
 import torch
 
 from . import ops  # noqa: F401  (defines torch.ops.nattk.*)
+from .indices import window_starts
 
 
 def _axis(length: int, kernel: int, dilation: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Key positions and bias indices ``[L, k]`` of one axis (closed form of :mod:`.indices`)."""
-    pos = torch.arange(length, device=device)
-    group = pos % dilation
-    in_group = torch.div(pos, dilation, rounding_mode="floor")
-    group_len = torch.div(length - group + dilation - 1, dilation, rounding_mode="floor")
-    win = torch.minimum((in_group - kernel // 2).clamp(min=0), group_len - kernel)
+    """Key positions and bias indices ``[L, k]`` of one axis."""
+    start, rpb_start = window_starts(length, kernel, dilation, device)
     slot = torch.arange(kernel, device=device)
-    keys = (win * dilation + group)[:, None] + slot * dilation
-    bias = ((kernel - 1) + win - in_group)[:, None] + slot
-    return keys, bias
+    return start[:, None] + slot * dilation, rpb_start[:, None] + slot
 
 
 def _windows(height: int, width: int, kernel, dilation, device):

@@ -149,9 +149,7 @@ def attention(q, k, v, kernel, dilation, rpb, scale, compiled: bool = True):
         try:
             with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
                 out = _compiled_flex(*args, score_mod=score_mod, block_mask=mask, scale=scale)
-        except Exception as exc:
-            if "recompile" not in str(exc).lower() and "cache_size" not in str(exc).lower():
-                raise
+        except torch._dynamo.exc.FailOnRecompileLimitHit as exc:
             raise RuntimeError(
                 "the flex backend hit torch._dynamo's recompile limit (one compilation per map "
                 "size, kernel, dilation and grad mode); it refuses to fall back to eager "

@@ -56,6 +56,22 @@ class AxisTables:
         return (self.start, self.rpb_start, self.inv_query, self.inv_slot, self.inv_count)
 
 
+def window_starts(
+    length: int, kernel: int, dilation: int, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(start, rpb_start)`` ``[L]`` of every query of one axis: the closed form above.
+
+    Plain tensor arithmetic on ``arange(length)``, so it also traces with a symbolic
+    ``length`` (the export decompositions use it).
+    """
+    pos = torch.arange(length, device=device)
+    group = pos % dilation
+    in_group = torch.div(pos, dilation, rounding_mode="floor")
+    group_len = torch.div(length - group + dilation - 1, dilation, rounding_mode="floor")
+    win = torch.minimum((in_group - kernel // 2).clamp(min=0), group_len - kernel)
+    return win * dilation + group, (kernel - 1) + win - in_group
+
+
 @lru_cache(maxsize=256)
 def axis_tables(length: int, kernel: int, dilation: int) -> AxisTables:
     """Builds (and caches) the neighborhood tables of one axis.
@@ -75,13 +91,7 @@ def axis_tables(length: int, kernel: int, dilation: int) -> AxisTables:
             f"axis length {length} is smaller than kernel_size * dilation = {kernel * dilation}"
         )
     pos = torch.arange(length)
-    group = pos % dilation
-    in_group = pos // dilation
-    group_len = (length - group + dilation - 1) // dilation
-    win = torch.minimum((in_group - kernel // 2).clamp(min=0), group_len - kernel)
-    start = win * dilation + group
-    rpb_start = (kernel - 1) + win - in_group
-
+    start, rpb_start = window_starts(length, kernel, dilation)
     keys = (start[:, None] + torch.arange(kernel) * dilation).reshape(-1)
     queries = pos.repeat_interleave(kernel)
     slots = torch.arange(kernel).repeat(length)

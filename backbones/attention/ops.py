@@ -41,11 +41,6 @@ from . import cpu_backend, torch_backend
 IMPLEMENTATIONS = {"cpu": cpu_backend, "torch": torch_backend}
 
 
-def register_implementation(name: str, module) -> None:
-    """Adds an implementation module (forward/backward functions) under ``name``."""
-    IMPLEMENTATIONS[name] = module
-
-
 def _impl(backend: str):
     try:
         return IMPLEMENTATIONS[backend]
