@@ -34,14 +34,14 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import cpu_backend, flex_backend, natten_backend, ops  # noqa: F401 (ops registers)
+from . import cpu_backend, flex_backend, natten_backend, ops, triton_backend  # noqa: F401 (ops registers)
 
 IntPair = Union[int, Sequence[int]]
 
-BACKENDS = ("auto", "natten", "flex", "cpu", "torch")
+BACKENDS = ("auto", "natten", "triton", "flex", "cpu", "torch")
 ENV_VAR = "NATTK_NA_BACKEND"
 _AUTO_ORDER = ("natten", "cpu", "torch")
-_ALL = ("natten", "flex", "cpu", "torch")
+_ALL = ("natten", "triton", "flex", "cpu", "torch")
 _UNFUSED = ("cpu", "torch")
 
 
@@ -154,6 +154,8 @@ def unsupported_reason(
         return cpu_backend.unsupported_reason(q, dtype)
     if backend == "flex":
         return flex_backend.unsupported_reason(q)
+    if backend == "triton":
+        return triton_backend.unsupported_reason(q, dtype)
     if backend == "natten":
         reason = natten_backend.unsupported_reason(q, rpb)
         if reason is None and (

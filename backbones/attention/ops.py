@@ -18,7 +18,8 @@ Every index table is built inside the kernels (outside any traced code), so a ne
 map size never adds data-dependent operations to a graph.
 
 The last argument, ``backend``, names the implementation: ``"cpu"`` (C++ kernels)
-or ``"torch"`` (chunked pure PyTorch, any device). Choosing it is the job of
+or ``"torch"`` (chunked pure PyTorch, any device) or, for ``nattk::na2d`` only,
+``"triton"`` (fused Triton kernels, CUDA). Choosing it is the job of
 :func:`~.functional.resolve_backend`; the operators only run what they are told.
 
 Mixed precision: under ``torch.autocast`` the operators behave like
@@ -36,9 +37,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import cpu_backend, torch_backend
+from . import cpu_backend, torch_backend, triton_backend
 
-IMPLEMENTATIONS = {"cpu": cpu_backend, "torch": torch_backend}
+IMPLEMENTATIONS = {"cpu": cpu_backend, "torch": torch_backend, "triton": triton_backend}
 
 
 def _impl(backend: str):
