@@ -21,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)
 # The runtime ints of every kernel (map sizes, dilations, grid extents, strides).
 _RUNTIME = [
     "height",
