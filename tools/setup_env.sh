@@ -72,6 +72,12 @@ if [[ ",$EXTRAS," == *",natten,"* ]]; then
     "${PIP[@]}" install -q --no-build-isolation natten==0.21.7
 fi
 
+# Triton for the fused GPU kernels' CPU checks (interpreter, ahead-of-time compile).
+# --no-deps: nothing it could ask for may replace the pinned CPU torch.
+if [[ ",$EXTRAS," == *",dev,"* ]]; then
+    "${PIP[@]}" install -q --no-deps "$(grep -E '^triton==' "$CONSTRAINTS")"
+fi
+
 log "installing nat-toolkit[$EXTRAS] (editable)"
 "${PIP[@]}" install -q --no-build-isolation --find-links "$WHEEL_DIR" -e ".[$EXTRAS]"
 

@@ -22,6 +22,7 @@ kernels are tested without a GPU.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from functools import lru_cache
 from typing import Optional
@@ -48,14 +49,13 @@ def _kernels():
     return triton_kernels
 
 
-@lru_cache(maxsize=None)
+# Looked up once, without importing Triton (a plain constant for torch.compile to read).
+_TRITON_FOUND = importlib.util.find_spec("triton") is not None
+
+
 def import_error() -> Optional[str]:
-    """Why Triton cannot be imported (``None`` when it can)."""
-    try:
-        import triton  # noqa: F401
-    except Exception as error:  # ImportError, or a broken install
-        return f"triton is not importable ({type(error).__name__}: {error})"
-    return None
+    """Why Triton cannot be used (``None`` when it is installed)."""
+    return None if _TRITON_FOUND else "triton is not installed (pip install triton)"
 
 
 def interpreting() -> bool:
