@@ -22,14 +22,17 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton")
 
-from nattk.backbones.attention import (  # noqa: E402
+from nattk.backbones.attention import (  # noqa: E402  # noqa: E402
     NeighborhoodAttention2D,
     neighborhood_attention_2d,
     resolve_backend,
+    triton_aot,
+    triton_backend,
 )
-from nattk.backbones.attention import triton_aot, triton_backend  # noqa: E402
-from nattk.backbones.attention.triton_tiling import useful_work  # noqa: E402
-from nattk.backbones.variants import DILATION_PRESETS  # noqa: E402
+from nattk.backbones.attention.triton_tiling import (  # noqa: E402
+    published_layer_shapes,
+    useful_work,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -138,7 +141,9 @@ def test_a_wrong_window_is_detected():
     q, k, v, rpb, _ = _inputs(c, torch.float32)
     ref = neighborhood_attention_2d(q, k, v, 7, 1, rpb, backend="torch")
     shifted = torch.roll(rpb, 1, dims=2).float()
-    out = neighborhood_attention_2d(q.float(), k.float(), v.float(), 7, 1, shifted, backend="triton")
+    out = neighborhood_attention_2d(
+        q.float(), k.float(), v.float(), 7, 1, shifted, backend="triton"
+    )
     assert _rel_err(out, ref) > 1e-3
 
 
@@ -236,27 +241,6 @@ def test_map_sizes_and_dilations_are_never_specialised():
 
 
 # --------------------------------------------------------------------------- useful work
-def published_layer_shapes():
-    """(name, H, W, kernel, dilation) of every distinct published DiNAT layer."""
-    def levels(height, width):
-        return [(-(-height // s), -(-width // s)) for s in (4, 8, 16, 32)]
-
-    setups = [
-        ("COCO 800x1333", levels(800, 1344), 7, "coco"),
-        ("ADE20K 512", levels(512, 512), 7, "ade20k512"),
-        ("ADE20K 640", levels(640, 640), 7, "ade20k640"),
-        ("M2F ADE20K 640, k11", levels(640, 640), 11, "m2f"),
-        ("M2F COCO 1024, k11", levels(1024, 1024), 11, "m2f"),
-    ]
-    rows = []
-    for name, sizes, kernel, preset in setups:
-        for level, ((h, w), dilations) in enumerate(zip(sizes, DILATION_PRESETS["dinat"][preset])):
-            for d in sorted(set(dilations)):
-                # The module pads maps smaller than kernel x dilation.
-                rows.append((name, level, max(h, kernel * d), max(w, kernel * d), kernel, d))
-    return rows
-
-
 def test_useful_work_is_at_least_a_quarter_on_every_published_layer():
     fractions = {}
     for name, level, h, w, kernel, d in published_layer_shapes():

@@ -20,10 +20,25 @@ of samples) after a warm-up; "fwd" runs under
 the measured forward+backward pass, i.e. the extra memory the layer needs on top
 of its inputs. Ratios are taken to Swin WSA on the same shape.
 
+On CUDA (``--device cuda``) the suite is the published GPU layer shapes (detection
+stage 1/3, segmentation, Mask2Former kernel 11) and the methods are the NA backends
+(default ``triton`` and ``torch``), ``Swin WSA (SDPA)`` (window partition + shift +
+``scaled_dot_product_attention`` with the bias as its mask) and ``dense SDPA`` over
+all tokens (FlashAttention/cuDNN: the ceiling). Every row also gets an effective
+TFLOP/s: NA and Swin count only in-window pairs (``4 B heads N k^2 D`` per forward),
+dense SDPA its own ``N^2`` pairs; forward+backward counts 3.5x the forward (2
+matmuls forward, 5 backward). Before timing, ``--check`` compares the Triton
+kernels' fp32/fp16/bf16 forward and gradients with the fp64 ``torch`` backend on
+the same device, and the run reports how many kernels Triton compiled across all
+the map sizes (one per kernel size/head dim/dtype is the design).
+
 Usage::
 
     python tools/benchmark_attention.py --out bench_out          # CPU, all shapes
-    python tools/benchmark_attention.py --device cuda --dtype bf16
+    python tools/benchmark_attention.py --device cuda --dtype bf16 --check
+    # dry run of the GPU suite on CPU (Triton interpreter, shapes shrunk):
+    TRITON_INTERPRET=1 python tools/benchmark_attention.py --suite gpu --shrink 8 \
+        --backends triton torch --check --repeats 1
 """
 
 from __future__ import annotations
@@ -75,6 +90,44 @@ def default_shapes() -> list[Shape]:
     ]
 
 
+def gpu_shapes() -> list[Shape]:
+    """Published GPU layer shapes: DiNAT-T/L detection and segmentation, M2F kernel 11."""
+    specs = [
+        ("det800x1344 stage1 (T)", 2, 200, 336, 2, 7, [1, 28]),
+        ("det800x1344 stage3 (T)", 2, 50, 84, 8, 7, [1, 7]),
+        ("seg512 stage1 (T)", 2, 128, 128, 2, 7, [1, 16]),
+        ("seg640 stage1 (L)", 2, 160, 160, 6, 7, [1, 20]),
+        ("m2f640 stage1 (L, k11)", 2, 160, 160, 6, 11, [1, 14]),
+        ("m2f640 stage3 (L, k11)", 2, 40, 40, 24, 11, [1, 3]),
+    ]
+    return [
+        Shape(name, b, h, w, heads, 32, kernel, d)
+        for name, b, h, w, heads, kernel, dilations in specs
+        for d in dilations
+    ]
+
+
+def shrink(shape: Shape, factor: int) -> Shape:
+    """A smaller map for dry runs (never below kernel x dilation)."""
+    low = shape.kernel * shape.dilation
+    return Shape(
+        shape.name + f" /{factor}",
+        1,
+        max(low, shape.height // factor),
+        max(low, shape.width // factor),
+        shape.heads,
+        shape.dim,
+        shape.kernel,
+        shape.dilation,
+    )
+
+
+def useful_flops(shape: Shape, fwd_bwd: bool) -> float:
+    """FLOPs of the in-window pairs: QK and PV forward; x3.5 with the backward."""
+    pairs = shape.batch * shape.heads * shape.height * shape.width * shape.kernel**2
+    return 4 * pairs * shape.dim * (3.5 if fwd_bwd else 1.0)
+
+
 @dataclass
 class Result:
     shape: str
@@ -86,6 +139,7 @@ class Result:
     peak_extra_mb: Optional[float] = None
     note: str = ""
     ratio_fwd_bwd_to_swin: Optional[float] = field(default=None)
+    tflops_fwd_bwd: Optional[float] = None
 
 
 # --------------------------------------------------------------------------- memory
@@ -165,6 +219,46 @@ def _shift_mask(hp, wp, window, shift, device):
     )
     diff = win[:, None, :] - win[:, :, None]
     return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
+
+
+def swin_window_sdpa(q, k, v, bias, window: int, shift: int):
+    """Swin (SW-)MSA as window partition + ``scaled_dot_product_attention``.
+
+    ``bias`` is ``[heads, window², window²]``; the shift mask is added to it, so SDPA
+    gets one additive float mask (its memory-efficient kernel takes that).
+    """
+    batch, height, width, heads, dim = q.shape
+    pad_h, pad_w = (-height) % window, (-width) % window
+    hp, wp = height + pad_h, width + pad_w
+
+    def windows(x):
+        x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad_w, 0, pad_h))
+        if shift:
+            x = torch.roll(x, (-shift, -shift), dims=(1, 2))
+        x = x.view(batch, hp // window, window, wp // window, window, heads, dim)
+        return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(-1, heads, window * window, dim)
+
+    n_win = (hp // window) * (wp // window)
+    mask = bias.to(q.dtype)[None, None]
+    if shift:
+        mask = mask + _shift_mask(hp, wp, window, shift, q.device).to(q.dtype)[None, :, None]
+    mask = mask.expand(batch, n_win, heads, window**2, window**2).reshape(
+        -1, heads, window**2, window**2
+    )
+    out = torch.nn.functional.scaled_dot_product_attention(windows(q), windows(k), windows(v), mask)
+    out = out.view(batch, hp // window, wp // window, heads, window, window, dim)
+    out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, hp, wp, heads, dim)
+    if shift:
+        out = torch.roll(out, (shift, shift), dims=(1, 2))
+    return out[:, :height, :width]
+
+
+def dense_sdpa(q, k, v):
+    """Unmasked attention over all tokens (FlashAttention/cuDNN on CUDA)."""
+    batch, height, width, heads, dim = q.shape
+    qf, kf, vf = (x.reshape(batch, height * width, heads, dim).transpose(1, 2) for x in (q, k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(qf, kf, vf)
+    return out.transpose(1, 2).reshape(q.shape)
 
 
 def dense_masked_attention(q, k, v, additive_mask):
@@ -356,6 +450,128 @@ def run_shape(shape: Shape, args, device, dtype) -> list[Result]:
     return results
 
 
+def _na_rows(shape: Shape, args, device, dtype, rpb) -> list[Result]:
+    rows = []
+    for backend in args.backends:
+
+        def make(q, k, v, backend=backend):
+            return lambda: neighborhood_attention_2d(
+                q, k, v, shape.kernel, shape.dilation, rpb, backend=backend
+            )
+
+        try:
+            rows.append(measure(shape, f"NA[{backend}]", make, device, dtype, args.repeats, True))
+        except RuntimeError as exc:
+            rows.append(
+                Result(shape.name, "", shape.dilation, f"NA[{backend}]", note=str(exc)[:80])
+            )
+    return rows
+
+
+def run_shape_gpu(shape: Shape, args, device, dtype) -> list[Result]:
+    """NA backends, Swin window attention on SDPA, dense SDPA; with effective TFLOP/s."""
+    kk = shape.kernel
+    rpb = torch.randn(shape.heads, 2 * kk - 1, 2 * kk - 1, device=device, requires_grad=True)
+    results = _na_rows(shape, args, device, dtype, rpb)
+    swin_bias = torch.randn(shape.heads, kk * kk, kk * kk, device=device, requires_grad=True)
+
+    def make_swin(q, k, v):
+        def fn():
+            a = swin_window_sdpa(q, k, v, swin_bias, kk, 0)
+            b = swin_window_sdpa(q, k, v, swin_bias, kk, kk // 2)
+            return (a + b) * 0.5  # one W-MSA + one SW-MSA: time / 2 = mean layer
+
+        return fn
+
+    swin = measure(
+        shape, "Swin WSA (SDPA, mean of W/SW)", make_swin, device, dtype, args.repeats, True
+    )
+    swin.fwd_ms, swin.fwd_bwd_ms = swin.fwd_ms / 2, swin.fwd_bwd_ms / 2
+    results.append(swin)
+    dense = measure(
+        shape, "dense SDPA (all tokens)", lambda q, k, v: (lambda: dense_sdpa(q, k, v)),
+        device, dtype, args.repeats, True,
+    )  # fmt: skip
+    results.append(dense)
+    n = shape.height * shape.width
+    for r in results:
+        r.tokens = r.tokens or f"{shape.batch}x{shape.height}x{shape.width}"
+        if r.fwd_bwd_ms:
+            flops = useful_flops(shape, True)
+            if r is dense:  # its own work: every query with every key
+                flops *= n / shape.kernel**2
+            r.tflops_fwd_bwd = flops / (r.fwd_bwd_ms * 1e-3) / 1e12
+            r.ratio_fwd_bwd_to_swin = r.fwd_bwd_ms / swin.fwd_bwd_ms
+    return results
+
+
+def _grads_of(shape: Shape, backend: str, dtype, q, k, v, rpb, grad) -> list:
+    """``[out, dq, dk, dv, drpb]`` in ``dtype`` (the bias stays an fp32 parameter)."""
+    leaves = [x.detach().to(dtype).requires_grad_(True) for x in (q, k, v)]
+    bias = rpb.detach().to(torch.float32 if dtype != torch.float64 else dtype)
+    bias.requires_grad_(True)
+    out = neighborhood_attention_2d(*leaves, shape.kernel, shape.dilation, bias, backend=backend)
+    return [out, *torch.autograd.grad(out, [*leaves, bias], grad.to(dtype))]
+
+
+def check_correctness(shapes: list[Shape], device, batch: int = 1) -> list[dict]:
+    """Triton vs the fp64 ``torch`` backend, next to the ``torch`` backend's own error."""
+    rows = []
+    for shape in shapes:
+        dims = (batch, shape.height, shape.width, shape.heads, shape.dim)
+        gen = torch.Generator(device=device).manual_seed(0)
+        q, k, v, grad = (torch.randn(dims, device=device, generator=gen, dtype=torch.float64)
+                         for _ in range(4))  # fmt: skip
+        kk = shape.kernel
+        rpb = torch.randn(shape.heads, 2 * kk - 1, 2 * kk - 1, device=device, dtype=torch.float64)
+
+        tensors = (q, k, v, rpb, grad)
+        reference = _grads_of(shape, "torch", torch.float64, *tensors)
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            errors = {}
+            for backend in ("triton", "torch"):
+                values = _grads_of(shape, backend, dtype, *tensors)
+                errors[backend] = [
+                    ((a.double() - b).abs().max() / b.abs().max()).item()
+                    for a, b in zip(values, reference)
+                ]
+            floor = {torch.float32: 1e-5, torch.float16: 2e-2, torch.bfloat16: 5e-2}[dtype]
+            ok = all(t <= max(2 * r, floor) for t, r in zip(errors["triton"], errors["torch"]))
+            rows.append(dict(shape=shape.name, dilation=shape.dilation, dtype=str(dtype)[6:],
+                             triton=errors["triton"], torch=errors["torch"], ok=ok))  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def compiled_variants() -> dict:
+    """How many variants Triton compiled per kernel in this process (None: unknown)."""
+    from nattk.backbones.attention import triton_kernels
+
+    counts = {}
+    for name in ("na2d_fwd_kernel", "na2d_bwd_dq_kernel", "na2d_bwd_dkdv_kernel"):
+        fn = getattr(triton_kernels, name)
+        caches = getattr(fn, "device_caches", None)
+        try:
+            counts[name] = sum(len(entry[0]) for entry in caches.values())
+        except (AttributeError, TypeError, IndexError):
+            counts[name] = None
+    return counts
+
+
+def correctness_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| shape | dil | dtype | Triton rel. err (out, dq, dk, dv, drpb) | torch backend rel. err | ok |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        fmt = lambda xs: ", ".join(f"{x:.1e}" for x in xs)  # noqa: E731
+        lines.append(
+            f"| {r['shape']} | {r['dilation']} | {r['dtype']} | {fmt(r['triton'])} | "
+            f"{fmt(r['torch'])} | {'yes' if r['ok'] else 'NO'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(results: list[Result], header: str) -> str:
     def fmt(x, spec=".1f"):
         return "" if x is None else format(x, spec)
@@ -363,15 +579,28 @@ def to_markdown(results: list[Result], header: str) -> str:
     lines = [
         header,
         "",
-        "| shape | B×H×W | dil | method | fwd ms | fwd+bwd ms | ×Swin (fwd+bwd) | peak extra MB | note |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| shape | B×H×W | dil | method | fwd ms | fwd+bwd ms | ×Swin (fwd+bwd) | "
+        "eff. TFLOP/s (fwd+bwd) | peak extra MB | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.shape} | {r.tokens} | {r.dilation} | {r.method} | {fmt(r.fwd_ms)} | {fmt(r.fwd_bwd_ms)} | "
-            f"{fmt(r.ratio_fwd_bwd_to_swin, '.2f')} | {fmt(r.peak_extra_mb, '.0f')} | {r.note} |"
+            f"{fmt(r.ratio_fwd_bwd_to_swin, '.2f')} | {fmt(r.tflops_fwd_bwd, '.2f')} | "
+            f"{fmt(r.peak_extra_mb, '.0f')} | {r.note} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def main(argv=None) -> None:
@@ -387,6 +616,13 @@ def main(argv=None) -> None:
     parser.add_argument("--dense-limit-gb", type=float, default=4.0)
     parser.add_argument("--no-natten", dest="natten", action="store_false")
     parser.add_argument(
+        "--suite", choices=["cpu", "gpu"], default=None, help="default: gpu on CUDA, else cpu"
+    )
+    parser.add_argument("--shrink", type=int, default=1, help="divide map sizes (dry runs)")
+    parser.add_argument(
+        "--check", action="store_true", help="first compare Triton with the fp64 torch backend"
+    )
+    parser.add_argument(
         "--out", default="bench_out", help="directory for results.md / results.json"
     )
     args = parser.parse_args(argv)
@@ -397,11 +633,16 @@ def main(argv=None) -> None:
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     if args.threads:
         torch.set_num_threads(args.threads)
+    suite = args.suite or ("gpu" if device.type == "cuda" else "cpu")
     if args.backends is None:
-        args.backends = ["cpu", "torch"] if device.type == "cpu" else ["flex", "torch"]
+        args.backends = ["cpu", "torch"] if suite == "cpu" else ["triton", "torch"]
     shapes = [
-        s for s in default_shapes() if not args.shapes or any(f in s.name for f in args.shapes)
+        s
+        for s in (default_shapes() if suite == "cpu" else gpu_shapes())
+        if not args.shapes or any(f in s.name for f in args.shapes)
     ]
+    if args.shrink > 1:
+        shapes = [shrink(s, args.shrink) for s in shapes]
 
     device_name = (
         torch.cuda.get_device_name(device)
@@ -410,17 +651,28 @@ def main(argv=None) -> None:
     )
     header = (
         f"Device: {device_name} ({device.type}, {torch.get_num_threads()} threads), dtype {args.dtype}, "
-        f"torch {torch.__version__}, kernel 7, head dim 32, median of {args.repeats}."
+        f"torch {torch.__version__}, head dim 32, median of {args.repeats}, "
+        f"commit {_commit()}."
     )
     print(header, flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.check:
+        checks = check_correctness(shapes, device)
+        (out / "correctness.md").write_text(header + "\n\n" + correctness_markdown(checks))
+        (out / "correctness.json").write_text(json.dumps(checks, indent=1))
+        print(correctness_markdown(checks), flush=True)
     results: list[Result] = []
     for shape in shapes:
-        rows = run_shape(shape, args, device, dtype)
+        run = run_shape if suite == "cpu" else run_shape_gpu
+        rows = run(shape, args, device, dtype)
         results.extend(rows)
         print(to_markdown(rows, "").split("\n", 3)[-1], end="", flush=True)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if "triton" in args.backends:
+        variants = compiled_variants()
+        header += f" Triton kernels compiled over all map sizes: {variants}."
+        print(f"compiled Triton variants: {variants}", flush=True)
     (out / "results.md").write_text(to_markdown(results, header))
     (out / "results.json").write_text(
         json.dumps({"header": header, "results": [asdict(r) for r in results]}, indent=1)

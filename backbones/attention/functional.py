@@ -34,7 +34,13 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import cpu_backend, flex_backend, natten_backend, ops, triton_backend  # noqa: F401 (ops registers)
+from . import (  # noqa: F401 (ops registers)
+    cpu_backend,
+    flex_backend,
+    natten_backend,
+    ops,
+    triton_backend,
+)
 
 IntPair = Union[int, Sequence[int]]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from functools import lru_cache
+from functools import cache
 from typing import Optional
 
 import torch
@@ -42,7 +42,7 @@ NUM_STAGES = 2
 KEEPS_PROBS = False
 
 
-@lru_cache(maxsize=None)
+@cache
 def _kernels():
     from . import triton_kernels
 

@@ -270,7 +270,9 @@ def na2d_bwd_dq_kernel(
             tl.atomic_add(drpb_head + index, ds, mask=inside, sem="relaxed")
         dq += _dot(ds.to(k.dtype), k, IEEE)
 
-    tl.store(dq_ptr + o_off[:, None] + d[None, :], (dq * scale).to(dq_ptr.dtype.element_ty), mask=qd_mask)
+    tl.store(
+        dq_ptr + o_off[:, None] + d[None, :], (dq * scale).to(dq_ptr.dtype.element_ty), mask=qd_mask
+    )
 
 
 @triton.jit(do_not_specialize=_RUNTIME)
@@ -346,7 +348,9 @@ def na2d_bwd_dkdv_kernel(
         dk += _dot(ds.to(q.dtype), q, IEEE)
 
     o_off = batch * o_b + head * o_h + row * o_r + col * o_c
-    tl.store(dk_ptr + o_off[:, None] + d[None, :], (dk * scale).to(dk_ptr.dtype.element_ty), mask=kd_mask)
+    tl.store(
+        dk_ptr + o_off[:, None] + d[None, :], (dk * scale).to(dk_ptr.dtype.element_ty), mask=kd_mask
+    )
     tl.store(dv_ptr + o_off[:, None] + d[None, :], dv.to(dv_ptr.dtype.element_ty), mask=kd_mask)
 
 

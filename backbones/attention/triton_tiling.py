@@ -112,3 +112,44 @@ def useful_work(
                 blocks = cdiv(halo_rows * halo_cols, tile.block)
                 evaluated += tile.size * blocks * tile.block
     return useful, evaluated
+
+
+def published_layer_shapes() -> list[tuple[str, int, int, int, int, int]]:
+    """``(setup, level, H, W, kernel, dilation)`` of every distinct published DiNAT layer.
+
+    Inputs padded to a multiple of 32 as the frameworks do; maps smaller than
+    ``kernel x dilation`` at the size the module pads them to.
+    """
+    from ..variants import DILATION_PRESETS
+
+    setups = [
+        ("COCO 800x1333", (800, 1344), 7, "coco"),
+        ("ADE20K 512", (512, 512), 7, "ade20k512"),
+        ("ADE20K 640", (640, 640), 7, "ade20k640"),
+        ("Mask2Former ADE20K 640", (640, 640), 11, "m2f"),
+        ("Mask2Former COCO 1024", (1024, 1024), 11, "m2f"),
+        ("Mask2Former Cityscapes 512x1024", (512, 1024), 11, "m2f"),
+    ]
+    rows = []
+    for name, (height, width), kernel, preset in setups:
+        for level, dilations in enumerate(DILATION_PRESETS["dinat"][preset]):
+            h, w = cdiv(height, 4 * 2**level), cdiv(width, 4 * 2**level)
+            for d in sorted(set(dilations)):
+                rows.append((name, level, max(h, kernel * d), max(w, kernel * d), kernel, d))
+    return rows
+
+
+def useful_work_markdown() -> str:
+    """The docs table of :func:`useful_work` over :func:`published_layer_shapes`."""
+    lines = [
+        "| setup | level | map (padded) | kernel | dilation | tile | useful / evaluated pairs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, level, h, w, kernel, d in published_layer_shapes():
+        useful, evaluated = useful_work(h, w, (kernel, kernel), (d, d))
+        tile = tile_shape((kernel, kernel))
+        lines.append(
+            f"| {name} | {level} | {h}x{w} | {kernel} | {d} | "
+            f"{tile.rows}x{tile.cols} q, {tile.block} k | {100 * useful / evaluated:.1f}% |"
+        )
+    return "\n".join(lines)
