@@ -1,9 +1,14 @@
-"""MMSegmentation 1.x adapter: import it (``custom_imports``) to register the backbones.
+"""MMSegmentation 1.x adapter: import it (``custom_imports``) to register the toolkit's modules.
 
-Registers ``NAT``, ``DiNAT`` and ``DiNATs`` (see :mod:`nattk.openmmlab`). Nothing here
-imports MMDetection.
+Registers ``NAT``, ``DiNAT`` and ``DiNATs`` (see :mod:`nattk.openmmlab`),
+Mask2Former's Detectron2 optimiser rule (``Detectron2OptimWrapperConstructor``) and
+its test-time-augmentation merge (``MeanScoreSegTTAModel``). Nothing here imports
+MMDetection.
 """
 
-from .backbones import NAT, DiNAT, DiNATs
+from nattk.optim_constructor import Detectron2OptimWrapperConstructor
 
-__all__ = ["NAT", "DiNAT", "DiNATs"]
+from .backbones import NAT, DiNAT, DiNATs
+from .tta import MeanScoreSegTTAModel
+
+__all__ = ["NAT", "DiNAT", "DiNATs", "Detectron2OptimWrapperConstructor", "MeanScoreSegTTAModel"]

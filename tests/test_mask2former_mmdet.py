@@ -51,8 +51,10 @@ def test_config_builds_with_published_recipe(path):
     assert (backbone.dilations, backbone.drop_path_rate) == ("m2f", 0.3)
     assert cfg.optim_wrapper.type == "OptimWrapper"  # AMP off, as the yamls
     assert cfg.optim_wrapper.clip_grad == dict(max_norm=0.01, norm_type=2)
-    assert cfg.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult == 0.1
-    assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0
+    assert cfg.optim_wrapper.constructor == "Detectron2OptimWrapperConstructor"
+    assert cfg.optim_wrapper.paramwise_cfg == dict(
+        backbone_lr_mult=0.1, weight_decay_norm=0.0, weight_decay_embed=0.0
+    )
     iters = {"coco": 737500, "ade20k": 160000, "cityscapes": 90000}
     assert cfg.train_cfg.max_iters == next(v for k, v in iters.items() if f"_{k}" in path.name)
     init_default_scope("mmdet")
@@ -90,7 +92,8 @@ def reduced_m2f_config(data_root: Path, out: Path) -> Path:
     cfg.val_dataloader.dataset.pipeline = cfg.test_dataloader.dataset.pipeline
     cfg.test_dataloader = cfg.val_dataloader
     annotations = data_root / "annotations"
-    panoptic, instances = cfg.val_evaluator
+    panoptic, instances, semantic = cfg.val_evaluator
+    assert semantic.type == "SemSegMetric"
     panoptic.update(
         ann_file=str(annotations / "panoptic_val2017.json"),
         seg_prefix=str(annotations / "panoptic_val2017"),
@@ -113,6 +116,8 @@ def test_mask2former_panoptic_trains_and_evaluates(tmp_path):
     pq = re.search(r"coco_panoptic/PQ: ([\d.]+)", log)
     assert pq is not None and 0.0 <= float(pq.group(1)) <= 100.0
     assert re.search(r"coco/segm_mAP: [\d.]+", log)
+    miou = re.search(r"mIoU: ([\d.]+)", log)  # the panoptic model's semantic output
+    assert miou is not None and 0.0 <= float(miou.group(1)) <= 100.0
     assert (work / "iter_2.pth").is_file()
 
 

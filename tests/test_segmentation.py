@@ -81,9 +81,10 @@ def test_mask2former_semantic_config_builds(path: Path):
     assert (backbone.type, backbone.kernel_size, backbone.dilations) == ("DiNAT", 11, "m2f")
     assert cfg.model.decode_head.num_queries == 100
     assert cfg.optim_wrapper.clip_grad == dict(max_norm=0.01, norm_type=2)
-    assert set(cfg.optim_wrapper.paramwise_cfg.custom_keys) == {
-        "backbone", "query_embed", "query_feat", "level_embed"
-    }  # fmt: skip
+    assert cfg.optim_wrapper.constructor == "Detectron2OptimWrapperConstructor"
+    assert cfg.optim_wrapper.paramwise_cfg == dict(
+        backbone_lr_mult=0.1, weight_decay_norm=0.0, weight_decay_embed=0.0
+    )
     assert cfg.train_cfg.max_iters == (160000 if "ade20k" in path.name else 90000)
     init_default_scope("mmseg")
     model = MODELS.build(cfg.model)

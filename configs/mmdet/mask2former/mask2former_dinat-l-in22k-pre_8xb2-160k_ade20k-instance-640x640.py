@@ -27,23 +27,19 @@ model = dict(
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),
     panoptic_fusion_head=dict(
         num_things_classes=num_things_classes, num_stuff_classes=num_stuff_classes),
-    test_cfg=dict(panoptic_on=False, instance_on=True))
+    test_cfg=dict(panoptic_on=False, instance_on=True, semantic_on=False))
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', to_float32=True, backend_args={{_base_.backend_args}}),
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),  # uint8, as upstream
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(
         type='RandomChoiceResize',
         scales=[(2560, int(x * 0.1 * 640)) for x in range(5, 21)],
         keep_ratio=True),
-    dict(
-        type='RandomCrop',
-        crop_size=image_size,
-        crop_type='absolute',
-        recompute_bbox=True,
-        allow_negative_crop=True),
-    dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-5, 1e-5), by_mask=True),
-    dict(type='PhotoMetricDistortion'),
+    # Upstream's instance mapper keeps every instance, with an empty mask when the crop
+    # misses it (no FilterAnnotations): RandomCropKeepEmpty.
+    dict(type='RandomCropKeepEmpty', crop_size=image_size, crop_type='absolute'),
+    dict(type='ColorAugSSD'),  # Detectron2's ColorAugSSDTransform (COLOR_AUG_SSD)
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]

@@ -29,10 +29,10 @@ model = dict(
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),
     panoptic_fusion_head=dict(
         num_things_classes=num_things_classes, num_stuff_classes=num_stuff_classes),
-    test_cfg=dict(panoptic_on=True, instance_on=True))
+    test_cfg=dict(panoptic_on=True, instance_on=True, semantic_on=True))
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', to_float32=True, backend_args={{_base_.backend_args}}),
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),  # uint8, as upstream
     dict(
         type='LoadPanopticAnnotations',
         with_bbox=True,
@@ -49,7 +49,7 @@ train_pipeline = [
         crop_type='absolute',
         recompute_bbox=True,
         allow_negative_crop=True),
-    dict(type='PhotoMetricDistortion'),
+    dict(type='ColorAugSSD'),  # Detectron2's ColorAugSSDTransform (COLOR_AUG_SSD)
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
@@ -89,6 +89,9 @@ val_evaluator = [
         ann_file=data_root + 'ade20k_instance_val.json',
         metric=['bbox', 'segm'],
         backend_args={{_base_.backend_args}}),
+    # mIoU of the semantic output against the panoptic PNGs' semantic map (see the
+    # "Differences" section of configs/mmdet/README.md).
+    dict(type='SemSegMetric', iou_metrics=['mIoU']),
 ]
 test_evaluator = val_evaluator
 

@@ -10,7 +10,7 @@ published_checkpoint = 'https://shi-labs.com/projects/dinat/checkpoints/m2f/mask
 num_things_classes = 8
 num_stuff_classes = 11
 num_classes = num_things_classes + num_stuff_classes
-crop_size = (512, 1024)
+crop_size = (512, 1024)  # (h, w), as the yaml's CROP.SIZE and BatchFixedSizePad
 model = dict(
     data_preprocessor=dict(
         batch_augments=[
@@ -29,10 +29,10 @@ model = dict(
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),
     panoptic_fusion_head=dict(
         num_things_classes=num_things_classes, num_stuff_classes=num_stuff_classes),
-    test_cfg=dict(panoptic_on=True, instance_on=True))
+    test_cfg=dict(panoptic_on=True, instance_on=True, semantic_on=True))
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', to_float32=True, backend_args={{_base_.backend_args}}),
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),  # uint8, as upstream
     dict(
         type='LoadPanopticAnnotations',
         with_bbox=True,
@@ -45,11 +45,11 @@ train_pipeline = [
         keep_ratio=True),
     dict(
         type='RandomCrop',
-        crop_size=crop_size,
+        crop_size=crop_size[::-1],  # MMDetection's RandomCrop takes (w, h)
         crop_type='absolute',
         recompute_bbox=True,
         allow_negative_crop=True),
-    dict(type='PhotoMetricDistortion'),
+    dict(type='ColorAugSSD'),  # Detectron2's ColorAugSSDTransform (COLOR_AUG_SSD)
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
@@ -78,12 +78,22 @@ val_dataloader = dict(
         data_prefix=dict(img='leftImg8bit/val/', seg='gtFine/cityscapes_panoptic_val/'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(
-    _delete_=True,
-    type='CityscapesPanopticMetric',
-    ann_file=data_root + 'gtFine/cityscapes_panoptic_val.json',
-    seg_prefix=data_root + 'gtFine/cityscapes_panoptic_val/',
-    backend_args={{_base_.backend_args}})
+# PQ, AP and mIoU from one model, as Detectron2's Cityscapes panoptic evaluation: AP is
+# the official Cityscapes instance AP (gtFine instanceIds), mIoU is scored against the
+# panoptic PNGs' semantic map.
+val_evaluator = [
+    dict(
+        type='CityscapesPanopticMetric',
+        ann_file=data_root + 'gtFine/cityscapes_panoptic_val.json',
+        seg_prefix=data_root + 'gtFine/cityscapes_panoptic_val/',
+        backend_args={{_base_.backend_args}}),
+    dict(
+        type='CityScapesMetric',
+        seg_prefix=data_root + 'gtFine/val',
+        outfile_prefix='./work_dirs/cityscapes_metric/panoptic',
+        backend_args={{_base_.backend_args}}),
+    dict(type='SemSegMetric', iou_metrics=['mIoU']),
+]
 test_evaluator = val_evaluator
 
 max_iters = 90000

@@ -35,7 +35,7 @@ model = dict(
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),
     panoptic_fusion_head=dict(
         num_things_classes=num_things_classes, num_stuff_classes=num_stuff_classes),
-    test_cfg=dict(panoptic_on=False))
+    test_cfg=dict(panoptic_on=False, semantic_on=False))
 
 train_pipeline = [
     dict(type='LoadImageFromFile', to_float32=True, backend_args={{_base_.backend_args}}),

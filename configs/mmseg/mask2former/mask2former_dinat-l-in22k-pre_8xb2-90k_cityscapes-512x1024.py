@@ -2,7 +2,8 @@
 # the official Detectron2 yaml (cityscapes/semantic-segmentation/dinat/
 # maskformer2_dinat_large_IN21k_384_bs16_90k.yaml): kernel 11 with the Mask2Former
 # dilations, drop-path 0.3, 100 queries, short side int(x * 0.1 * 1024) for x = 5..20
-# (max 4096), 512x1024 crops, test at 1024x2048, the ADE20K optimiser settings, FP32,
+# (max 4096), 512x1024 crops (no single-category limit), test at 1024x2048, the ADE20K
+# optimiser settings, FP32,
 # 90k iterations of poly (0.9) at 16 images per step.
 _base_ = 'mmseg::mask2former/mask2former_r50_8xb2-90k_cityscapes-512x1024.py'
 custom_imports = dict(imports=['nattk.segmentation'], allow_failed_imports=False)
@@ -23,9 +24,33 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(num_queries=100, in_channels=[192, 384, 768, 1536]))
 
+# Mask2Former's Detectron2 parameter groups, as in the ADE20K config.
+optim_wrapper = dict(
+    type='OptimWrapper',
+    constructor='Detectron2OptimWrapperConstructor',
+    paramwise_cfg=dict(_delete_=True, backbone_lr_mult=0.1, weight_decay_norm=0.0,
+                       weight_decay_embed=0.0))
+
+# SINGLE_CATEGORY_MAX_AREA 1.0 in the yaml (mmseg's base: 0.75).
+crop_size = (512, 1024)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(
+        type='RandomChoiceResize',
+        scales=[int(1024 * x * 0.1) for x in range(5, 21)],
+        resize_type='ResizeShortestEdge',
+        max_size=4096),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=1.0),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+
 # Multi-scale + flip evaluation (`--tta`), the yaml's TEST.AUG: short side
 # 512..1792 (max 4096), with flips.
-tta_model = dict(type='SegTTAModel')
+tta_model = dict(type='MeanScoreSegTTAModel')  # raw score mean, as upstream
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(
