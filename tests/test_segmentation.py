@@ -177,6 +177,9 @@ def reduced_m2f_semantic(path: Path, data_root: Path, out: Path) -> Path:
         "val_dataloader": dict(img_path="leftImg8bit/val", seg_map_path="gtFine/val"),
     }
     _shrink_data(cfg, data_root, splits, (64, 128), ("road", "sidewalk", "building"))
+    cfg.tta_pipeline[1].transforms[0] = [
+        dict(type="Resize", scale=(int(256 * r), int(64 * r)), keep_ratio=True) for r in (0.75, 1.0)
+    ]
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=2, val_interval=2)
     cfg.default_hooks.checkpoint.interval = 2
     cfg.dump(out)
@@ -187,9 +190,14 @@ def test_mask2former_semantic_trains_and_evaluates(tmp_path):
     data = make_toy_cityscapes(tmp_path / "cityscapes", num_train=4, num_val=2)
     config = reduced_m2f_semantic(M2F_CONFIGS[-1], data, tmp_path / "m2f.py")
     assert "cityscapes" in M2F_CONFIGS[-1].name
-    log = run_tool("train.py", str(config), "--work-dir", str(tmp_path / "work"))
+    work = tmp_path / "work"
+    log = run_tool("train.py", str(config), "--work-dir", str(work))
     assert re.search(r"loss_mask: [\d.]+", log)
     assert re.search(r"mIoU: [\d.]+", log)
+    # --tta: the raw-score merge (MeanScoreSegTTAModel) over 2 scales x 2 flips
+    log = run_tool("test.py", str(config), str(work / "iter_2.pth"),
+                   "--work-dir", str(tmp_path / "test"), "--tta")  # fmt: skip
+    assert re.search(r"mIoU: [\d.]+", log), log[-2000:]
 
 
 # ----------------------------------------------------------------------------- tools
