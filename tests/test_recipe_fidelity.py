@@ -38,7 +38,8 @@ MMDET_M2F = sorted((REPO / "configs" / "mmdet" / "mask2former").glob("*.py"))
 MMSEG_M2F = sorted((REPO / "configs" / "mmseg" / "mask2former").glob("*.py"))
 PANOPTIC = [p for p in MMDET_M2F if "panoptic" in p.name]
 ADE_CITYSCAPES = [p for p in MMDET_M2F if "ade20k" in p.name or "cityscapes" in p.name]
-INSTANCE_ADE_CITYSCAPES = [p for p in ADE_CITYSCAPES if "instance" in p.name]
+# Upstream keeps empty targets in every mapper but COCO instance (filter_empty_instances).
+KEEP_EMPTY = [p for p in MMDET_M2F if not p.name.endswith("_coco.py")]
 ids = lambda p: p.stem.split("8xb2-")[-1]  # noqa: E731
 
 
@@ -180,11 +181,16 @@ def test_cityscapes_crop_is_512_high_and_1024_wide(path):
 
 
 # ------------------------------------------------------------------ 4. empty instances
-@pytest.mark.parametrize("path", INSTANCE_ADE_CITYSCAPES, ids=ids)
-def test_instance_crop_keeps_instances_outside_the_crop(path):
+def test_coco_instance_filters_empty_instances_as_upstream():
+    coco = next(p for p in MMDET_M2F if p.name.endswith("_coco.py"))
+    assert "FilterAnnotations" in [type(t).__name__ for t in _built_train_pipeline(coco)]
+
+
+@pytest.mark.parametrize("path", KEEP_EMPTY, ids=ids)
+def test_crop_keeps_instances_outside_the_crop(path):
     pipeline = _built_train_pipeline(path)
     names = [type(t).__name__ for t in pipeline]
-    assert "FilterAnnotations" not in names
+    assert "FilterAnnotations" not in names and "RandomCropKeepEmpty" in names
     crop = next(t for t in pipeline if "Crop" in type(t).__name__)
     height, width = crop._get_crop_size((10**4, 10**4))  # (h, w) of an absolute crop
     masks = np.zeros((2, 2 * height, 2 * width), np.uint8)

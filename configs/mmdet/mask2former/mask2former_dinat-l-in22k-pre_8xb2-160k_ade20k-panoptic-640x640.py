@@ -43,12 +43,9 @@ train_pipeline = [
         type='RandomChoiceResize',
         scales=[(2560, int(x * 0.1 * 640)) for x in range(5, 21)],
         keep_ratio=True),
-    dict(
-        type='RandomCrop',
-        crop_size=image_size,
-        crop_type='absolute',
-        recompute_bbox=True,
-        allow_negative_crop=True),
+    # Upstream's panoptic mapper keeps every segment, with an empty mask when the crop
+    # misses it: things are kept so (stuff: see the Differences section).
+    dict(type='RandomCropKeepEmpty', crop_size=image_size, crop_type='absolute'),
     dict(type='ColorAugSSD'),  # Detectron2's ColorAugSSDTransform (COLOR_AUG_SSD)
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
