@@ -1,10 +1,18 @@
 """Loading NAT / DiNAT / DiNAT_s weights into the toolkit's models.
 
-Accepted inputs: the official ``.pth`` files (flat dicts or wrapped in ``model`` /
-``state_dict``, keys optionally prefixed ``module.`` or ``backbone.``, also full
-detector/segmentor checkpoints, of which the ``backbone.*`` part is used) and
-Hugging Face ``NatModel`` / ``DinatModel`` weights. Files are always read with
-``torch.load(weights_only=True)``.
+Accepted inputs:
+
+* the official ``.pth`` files (flat dicts or wrapped in ``model`` / ``state_dict``,
+  keys optionally prefixed ``module.`` or ``backbone.``), also full detector/segmentor
+  checkpoints, of which the ``backbone.*`` part is used;
+* Hugging Face weights (``pytorch_model.bin`` or ``model.safetensors``) of
+  ``NatModel`` / ``DinatModel``, ``NatForImageClassification`` /
+  ``DinatForImageClassification`` (``nat.``/``dinat.`` keys plus ``classifier.*``,
+  which becomes ``head.*``) and ``NatBackbone`` / ``DinatBackbone``
+  (``hidden_states_norms.stage{i}`` becomes the dense output norm ``norm{i-1}``).
+
+Files ending in ``.safetensors`` are read with ``safetensors.torch.load_file`` (no
+pickle); every other file with ``torch.load(weights_only=True)``.
 
 :func:`load_pretrained` never loads quietly: it logs ``loaded n/n tensors, missing
 [...], unexpected [...]``, names the classifier extras of an ImageNet checkpoint as
@@ -28,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
 _WRAPPERS = ("state_dict", "model", "module")
-_HF_PREFIXES = ("nat.", "dinat.", "embeddings.", "encoder.")
+_HF_MODEL_PREFIXES = ("nat.", "dinat.")
+_HF_PREFIXES = (*_HF_MODEL_PREFIXES, "embeddings.", "encoder.")
 _CLASSIFIER = re.compile(r"^(norm|head)\.")
 _DENSE_NORM = re.compile(r"^norm\d+\.")
 
@@ -37,15 +46,14 @@ def read_state_dict(checkpoint: Union[str, PathLike, Mapping]) -> StateDict:
     """Reads a checkpoint and returns a flat state dict in the official key layout.
 
     Args:
-        checkpoint: A path, or an already loaded object.
+        checkpoint: A path (``.safetensors``, or anything ``torch.save`` wrote), or an
+            already loaded object.
 
     Raises:
-        ValueError: The object holds no tensors.
+        ValueError: The object holds no tensors, or a ``.safetensors`` file is invalid.
     """
     obj = (
-        torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if isinstance(checkpoint, (str, PathLike))
-        else checkpoint
+        load_checkpoint_file(checkpoint) if isinstance(checkpoint, (str, PathLike)) else checkpoint
     )
     while isinstance(obj, Mapping):
         wrapper = next((k for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
@@ -63,6 +71,42 @@ def read_state_dict(checkpoint: Union[str, PathLike, Mapping]) -> StateDict:
     if any(k.startswith(_HF_PREFIXES) for k in state):
         state = convert_hf_state_dict(state)
     return state
+
+
+def load_checkpoint_file(path: Union[str, PathLike]) -> object:
+    """Reads a checkpoint file: ``.safetensors`` without pickle, others weights-only.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: A ``.safetensors`` file that is not valid safetensors.
+    """
+    if str(path).endswith(".safetensors"):
+        return read_safetensors(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_safetensors(path: Union[str, PathLike]) -> StateDict:
+    """Reads a ``.safetensors`` file into CPU tensors with ``safetensors.torch.load_file``.
+
+    Raises:
+        ImportError: The ``safetensors`` package is not installed.
+        FileNotFoundError: No such file.
+        ValueError: The file is not valid safetensors (e.g. a renamed ``torch.save`` file).
+    """
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file as safetensors_load_file
+    except ImportError as error:
+        raise ImportError(
+            f"reading {path} needs the 'safetensors' package: pip install safetensors"
+        ) from error
+    try:
+        return safetensors_load_file(str(path), device="cpu")
+    except SafetensorError as error:
+        raise ValueError(
+            f"{path} is not a valid .safetensors file ({error}); a file written by "
+            "torch.save must keep a .pth/.bin name"
+        ) from error
 
 
 def _strip_prefix(state: StateDict, prefix: str) -> StateDict:
@@ -97,45 +141,80 @@ _HF_QKV = re.compile(
     r"^encoder\.levels\.(\d+)\.layers\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$"
 )
 _HF_LAYER_SCALE = re.compile(r"^encoder\.levels\.(\d+)\.layers\.(\d+)\.layer_scale_parameters$")
+_HF_BACKBONE_NORM = re.compile(r"^hidden_states_norms\.stage([1-9]\d*)\.(weight|bias)$")
+
+
+def _hf_model_prefix(keys) -> str:
+    """The ``nat.``/``dinat.`` prefix of a ``*ForImageClassification`` dict, or ``""``."""
+    found = sorted({p for key in keys for p in _HF_MODEL_PREFIXES if key.startswith(p)})
+    if len(found) > 1:
+        raise ValueError(f"checkpoint mixes the Hugging Face prefixes {found}: not one model")
+    return found[0] if found else ""
+
+
+def _rename_hf_key(name: str) -> Optional[str]:
+    match = _HF_BACKBONE_NORM.match(name)
+    if match:
+        return f"norm{int(match[1]) - 1}.{match[2]}"
+    for pattern, replacement in _HF_RENAMES:
+        new_key, hits = re.subn(pattern, replacement, name)
+        if hits:
+            return new_key
+    return None
 
 
 def convert_hf_state_dict(state: Mapping[str, torch.Tensor]) -> StateDict:
-    """Maps Hugging Face ``NatModel``/``DinatModel`` keys to the official layout.
+    """Maps Hugging Face NAT/DiNAT keys to the official layout.
 
+    Accepts the state dicts of ``NatModel``/``DinatModel``, of
+    ``NatForImageClassification``/``DinatForImageClassification`` (backbone keys under
+    ``nat.``/``dinat.``; ``layernorm`` -> ``norm``, ``classifier`` -> ``head``) and of
+    ``NatBackbone``/``DinatBackbone`` (``hidden_states_norms.stage{i}`` -> ``norm{i-1}``).
     ``query``/``key``/``value`` are concatenated (in that order) into ``qkv``;
     ``layer_scale_parameters`` (2, C) becomes ``gamma1``/``gamma2``.
 
     Raises:
-        ValueError: A key that has no official counterpart.
+        ValueError: A key that has no official counterpart (named in the message), two
+            keys that map to the same official key, or an incomplete query/key/value.
     """
-    state = _strip_prefix(_strip_prefix(dict(state), "nat."), "dinat.")
+    prefix = _hf_model_prefix(state)
     out: StateDict = {}
+    sources: dict[str, str] = {}
+
+    def put(new_key: str, value: torch.Tensor, key: str) -> None:
+        if new_key in out:
+            raise ValueError(
+                f"Hugging Face keys {sources[new_key]!r} and {key!r} both map to {new_key!r}"
+            )
+        out[new_key], sources[new_key] = value, key
+
     qkv: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
     for key, value in state.items():
-        match = _HF_QKV.match(key)
+        name = key[len(prefix) :] if prefix and key.startswith(prefix) else key
+        match = _HF_QKV.match(name)
         if match:
             level, layer, part, kind = match.groups()
             qkv.setdefault((level, layer, kind), {})[part] = value
             continue
-        match = _HF_LAYER_SCALE.match(key)
+        match = _HF_LAYER_SCALE.match(name)
         if match:
             base = f"levels.{match[1]}.blocks.{match[2]}"
-            out[f"{base}.gamma1"], out[f"{base}.gamma2"] = value[0].clone(), value[1].clone()
+            put(f"{base}.gamma1", value[0].clone(), key)
+            put(f"{base}.gamma2", value[1].clone(), key)
             continue
-        for pattern, replacement in _HF_RENAMES:
-            new_key, hits = re.subn(pattern, replacement, key)
-            if hits:
-                out[new_key] = value
-                break
-        else:
+        new_key = _rename_hf_key(name)
+        if new_key is None:
             raise ValueError(f"Hugging Face key {key!r} has no counterpart in the NAT/DiNAT layout")
+        put(new_key, value, key)
     for (level, layer, kind), parts in qkv.items():
         if set(parts) != {"query", "key", "value"}:
             raise ValueError(
                 f"level {level} layer {layer}: incomplete query/key/value {kind} ({sorted(parts)})"
             )
-        out[f"levels.{level}.blocks.{layer}.attn.qkv.{kind}"] = torch.cat(
-            [parts["query"], parts["key"], parts["value"]]
+        put(
+            f"levels.{level}.blocks.{layer}.attn.qkv.{kind}",
+            torch.cat([parts["query"], parts["key"], parts["value"]]),
+            f"encoder.levels.{level}.layers.{layer}.attention.self.query.{kind}",
         )
     return out
 

@@ -2,7 +2,8 @@
 
 Framework-free parts (importable without detectron2): the ``MODEL.NAT/DINAT/DINATS``
 config keys (:mod:`.config`), the backbone mixin (:mod:`.backbone_mixin`) and the
-helpers that use an upstream Mask2Former checkout (:mod:`.upstream`). Importing
+helpers that use an upstream Mask2Former checkout (:mod:`.upstream`), backbone weights
+for Detectron2 (:mod:`.checkpoint`: the ``.pkl`` payload, ``.safetensors`` reading). Importing
 :mod:`nattk.mask2former.backbone` (needs detectron2) registers ``D2NAT``, ``D2DiNAT`` and
 ``D2DiNATs`` in Detectron2's ``BACKBONE_REGISTRY``; ``tools/train_m2f.py`` is the launcher.
 """

@@ -6,12 +6,22 @@ scalars in the message hub, ``HistoryBuffer``), so ``--resume`` fails with
 ``UnpicklingError: Weights only load failed``. Instead of turning weights-only
 loading off, :func:`checkpoint_allowlist` allow-lists exactly those globals for the
 duration of a ``with`` block (our ``tools/train.py`` wraps the run in it).
+
+:func:`register_safetensors_loader` teaches MMEngine's ``CheckpointLoader`` to read
+local ``.safetensors`` files (``load_from``, ``init_cfg`` checkpoints) without pickle.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
+
+#: ``CheckpointLoader`` schemes (regular expressions matched at the start of a path):
+#: local ``.safetensors`` paths (no ``://``), and ``.safetensors`` URLs, which are refused
+#: with a clear message instead of reaching ``torch.load``. The URL pattern sorts before
+#: MMEngine's ``https://``/``http://`` ones, which the loader tries in reverse order.
+SAFETENSORS_SCHEMES = (r"(?!.*://).*\.safetensors$", r"https?://(?=.*\.safetensors$)")
 
 
 def mmengine_checkpoint_globals() -> list:
@@ -69,3 +79,44 @@ def register_na_flop_handles() -> None:
     from nattk.backbones.flops import NA_FLOP_HANDLES
 
     complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS.update(NA_FLOP_HANDLES)
+
+
+def load_from_safetensors(filename: str, map_location=None) -> dict:
+    """``CheckpointLoader`` loader of local ``.safetensors`` files.
+
+    Args:
+        filename: Path of the file.
+        map_location: A device (``str`` or ``torch.device``) to move the tensors to;
+            anything else (``None``, a callable) leaves them on the CPU.
+
+    Returns:
+        ``{"state_dict": tensors, "meta": {}}``, the layout of an MMEngine checkpoint.
+
+    Raises:
+        ValueError: ``filename`` is a URL (download it first), or not valid safetensors.
+    """
+    import torch
+
+    from nattk.backbones.checkpoint import read_safetensors
+
+    if "://" in filename:
+        raise ValueError(
+            f"cannot load {filename}: .safetensors files are read from local paths only; "
+            "download it first (e.g. `huggingface-cli download REPO model.safetensors`) "
+            "and pass the local path"
+        )
+    state = read_safetensors(os.path.expanduser(filename))
+    if isinstance(map_location, (str, torch.device)) and torch.device(map_location).type != "cpu":
+        state = {key: value.to(map_location) for key, value in state.items()}
+    return {"state_dict": state, "meta": {}}
+
+
+def register_safetensors_loader() -> None:
+    """Registers :func:`load_from_safetensors` with MMEngine's ``CheckpointLoader`` (idempotent).
+
+    Every other path keeps its loader: the patterns match only names ending in
+    ``.safetensors``.
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    CheckpointLoader.register_scheme(SAFETENSORS_SCHEMES, load_from_safetensors, force=True)

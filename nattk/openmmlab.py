@@ -6,7 +6,9 @@ MMEngine ``BaseModule`` with the constructor conventions of MMDetection's Swin:
 deprecated ``pretrained=`` alias. The three classes are registered once, in MMEngine's
 root ``MODELS`` registry: MMDetection's and MMSegmentation's registries are its
 children and fall back to it, so ``type='DiNAT'`` resolves under either scope without
-either adapter importing the other framework.
+either adapter importing the other framework. Importing this module also lets
+MMEngine's ``CheckpointLoader`` read local ``.safetensors`` files (``init_cfg``
+checkpoints and ``load_from``; see :func:`nattk.mmengine_compat.register_safetensors_loader`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from nattk.backbones import nat as core
 from nattk.backbones.checkpoint import LoadReport, load_pretrained
 from nattk.backbones.nat import NeighborhoodTransformer
 from nattk.backbones.variants import VARIANTS, dilation_preset
-from nattk.mmengine_compat import checkpoint_allowlist
+from nattk.mmengine_compat import checkpoint_allowlist, register_safetensors_loader
 
 _FAMILY = {"NAT": "nat", "DiNAT": "dinat", "DiNATs": "dinat_s"}
 
@@ -114,7 +116,8 @@ class _OpenMMLabMixin:
         """Loads a path or URL into the backbone; see :func:`load_pretrained`.
 
         Args:
-            checkpoint: Local path or URL (anything MMEngine's ``CheckpointLoader`` reads).
+            checkpoint: Local path or URL (anything MMEngine's ``CheckpointLoader`` reads,
+                local ``.safetensors`` files included).
             prefix: Only keys under this prefix are used, with the prefix removed.
             allow_missing: Load even when backbone tensors are absent from the file.
         """
@@ -155,6 +158,7 @@ def openmmlab_backbone(core: type[NeighborhoodTransformer]) -> type:
     return type(name, (_OpenMMLabMixin, core, BaseModule), namespace)
 
 
+register_safetensors_loader()
 NAT = MODELS.register_module(module=openmmlab_backbone(core.NAT))
 DiNAT = MODELS.register_module(module=openmmlab_backbone(core.DiNAT))
 DiNATs = MODELS.register_module(module=openmmlab_backbone(core.DiNATs))

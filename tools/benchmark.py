@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
+from benchmark_attention import git_commit
 
 from nattk.backbones.attention import NeighborhoodAttention2D
 from nattk.backbones.variants import create_model
@@ -113,15 +113,6 @@ def measure(model, size, batch, device, dtype, iters: int, warmup: int) -> tuple
     return ms, peak
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -140,7 +131,7 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
     header = (
         f"Backbone fwd+bwd, {name}, torch {torch.__version__}, {args.dtype} autocast, "
-        f"batch {args.batch}, NA backend {args.backend}, commit {_commit()}"
+        f"batch {args.batch}, NA backend {args.backend}, commit {git_commit()}"
     )
     print(header, flush=True)
     rows = []

@@ -175,35 +175,50 @@ def _cuda_peak_extra_mb(fn: Callable[[], None]) -> float:
 
 
 # --------------------------------------------------------------------------- methods
-def swin_window_attention(q, k, v, bias_table, window: int, shift: int):
-    """Swin (SW-)MSA core on ``[B, H, W, heads, D]`` q/k/v, as mmdet's Swin computes it."""
-    batch, height, width, heads, dim = q.shape
-    pad_h, pad_w = (-height) % window, (-width) % window
-    hp, wp = height + pad_h, width + pad_w
+def _padded(size: int, window: int) -> int:
+    return size + (-size) % window
 
-    def windows(x):
-        x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad_w, 0, pad_h))
-        if shift:
-            x = torch.roll(x, (-shift, -shift), dims=(1, 2))
-        x = x.view(batch, hp // window, window, wp // window, window, heads, dim)
-        return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(-1, heads, window * window, dim)
 
-    qw, kw, vw = windows(q) * dim**-0.5, windows(k), windows(v)
-    attn = qw @ kw.transpose(-2, -1)
-    attn = attn + bias_table.unsqueeze(0)
+def _partition(x, window: int, shift: int):
+    """Pads, cyclically shifts and splits ``[B, H, W, heads, D]`` into windows.
+
+    Returns ``[B·n_windows, heads, window², D]``.
+    """
+    batch, height, width, heads, dim = x.shape
+    hp, wp = _padded(height, window), _padded(width, window)
+    x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, wp - width, 0, hp - height))
     if shift:
-        n_win = (hp // window) * (wp // window)
-        attn = (
-            attn.view(batch, n_win, heads, window**2, window**2)
-            + _shift_mask(hp, wp, window, shift, q.device)[None, :, None]
-        )
-        attn = attn.view(-1, heads, window**2, window**2)
-    out = attn.softmax(-1) @ vw
+        x = torch.roll(x, (-shift, -shift), dims=(1, 2))
+    x = x.view(batch, hp // window, window, wp // window, window, heads, dim)
+    return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(-1, heads, window * window, dim)
+
+
+def _merge(out, shape, window: int, shift: int):
+    """Inverse of :func:`_partition` for an output; crops the padding."""
+    batch, height, width, heads, dim = shape
+    hp, wp = _padded(height, window), _padded(width, window)
     out = out.view(batch, hp // window, wp // window, heads, window, window, dim)
     out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, hp, wp, heads, dim)
     if shift:
         out = torch.roll(out, (shift, shift), dims=(1, 2))
     return out[:, :height, :width]
+
+
+def swin_window_attention(q, k, v, bias_table, window: int, shift: int):
+    """Swin (SW-)MSA core on ``[B, H, W, heads, D]`` q/k/v, as mmdet's Swin computes it."""
+    hp, wp = _padded(q.shape[1], window), _padded(q.shape[2], window)
+    attn = (_partition(q, window, shift) * q.shape[-1] ** -0.5) @ _partition(
+        k, window, shift
+    ).transpose(-2, -1)
+    attn = attn + bias_table.unsqueeze(0)
+    if shift:
+        n_win, heads = (hp // window) * (wp // window), q.shape[3]
+        attn = (
+            attn.view(q.shape[0], n_win, heads, window**2, window**2)
+            + _shift_mask(hp, wp, window, shift, q.device)[None, :, None]
+        )
+        attn = attn.view(-1, heads, window**2, window**2)
+    return _merge(attn.softmax(-1) @ _partition(v, window, shift), q.shape, window, shift)
 
 
 def _shift_mask(hp, wp, window, shift, device):
@@ -228,17 +243,8 @@ def swin_window_sdpa(q, k, v, bias, window: int, shift: int):
     ``bias`` is ``[heads, window², window²]``; the shift mask is added to it, so SDPA
     gets one additive float mask (its memory-efficient kernel takes that).
     """
-    batch, height, width, heads, dim = q.shape
-    pad_h, pad_w = (-height) % window, (-width) % window
-    hp, wp = height + pad_h, width + pad_w
-
-    def windows(x):
-        x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad_w, 0, pad_h))
-        if shift:
-            x = torch.roll(x, (-shift, -shift), dims=(1, 2))
-        x = x.view(batch, hp // window, window, wp // window, window, heads, dim)
-        return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(-1, heads, window * window, dim)
-
+    batch, heads = q.shape[0], q.shape[3]
+    hp, wp = _padded(q.shape[1], window), _padded(q.shape[2], window)
     n_win = (hp // window) * (wp // window)
     mask = bias.to(q.dtype)[None, None]
     if shift:
@@ -246,12 +252,9 @@ def swin_window_sdpa(q, k, v, bias, window: int, shift: int):
     mask = mask.expand(batch, n_win, heads, window**2, window**2).reshape(
         -1, heads, window**2, window**2
     )
-    out = torch.nn.functional.scaled_dot_product_attention(windows(q), windows(k), windows(v), mask)
-    out = out.view(batch, hp // window, wp // window, heads, window, window, dim)
-    out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, hp, wp, heads, dim)
-    if shift:
-        out = torch.roll(out, (shift, shift), dims=(1, 2))
-    return out[:, :height, :width]
+    windows = [_partition(x, window, shift) for x in (q, k, v)]
+    out = torch.nn.functional.scaled_dot_product_attention(*windows, mask)
+    return _merge(out, q.shape, window, shift)
 
 
 def dense_sdpa(q, k, v):
@@ -596,7 +599,8 @@ def to_markdown(results: list[Result], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _commit() -> str:
+def git_commit() -> str:
+    """The short commit hash of the checkout, or ``unknown``."""
     import subprocess
 
     try:
@@ -656,7 +660,7 @@ def main(argv=None) -> None:
     header = (
         f"Device: {device_name} ({device.type}, {torch.get_num_threads()} threads), dtype {args.dtype}, "
         f"torch {torch.__version__}, head dim 32, median of {args.repeats}, "
-        f"commit {_commit()}."
+        f"commit {git_commit()}."
     )
     print(header, flush=True)
     out = Path(args.out)

@@ -2,7 +2,10 @@
 
 Reads an official ``.pth`` (flat, ``model``/``state_dict`` wrapped, ``module.`` or
 ``backbone.`` prefixed, or a whole detector/segmentor checkpoint) or Hugging Face
-``NatModel``/``DinatModel`` weights, and writes either
+weights of ``Nat``/``Dinat`` ``Model``, ``ForImageClassification`` or ``Backbone``
+(``pytorch_model.bin`` or ``model.safetensors``). Any file ending in ``.safetensors`` is
+read with the ``safetensors`` package (no pickle); every other file with
+``torch.load(weights_only=True)``. It writes either
 
 * ``--to toolkit`` (default): ``{"state_dict": <official key layout>, "meta": ...}``,
   loadable by every adapter of this toolkit (``init_cfg``/``pretrained``), or
@@ -13,6 +16,7 @@ Examples::
 
     python tools/convert_checkpoint.py dinat_large_in22k_224.pth dinat_large_in22k_224.pkl --to d2
     python tools/convert_checkpoint.py hf_dinat_mini/pytorch_model.bin dinat_mini.pth
+    python tools/convert_checkpoint.py hf_dinat_mini/model.safetensors dinat_mini.pkl --to d2
     python tools/convert_checkpoint.py dinat_large_in22k_224.pth dinat_large_11x11.pth --kernel-size 11
 """
 
@@ -27,6 +31,7 @@ from pathlib import Path
 import torch
 
 from nattk.backbones.checkpoint import read_state_dict, resize_rpb
+from nattk.mask2former.checkpoint import detectron2_payload
 
 _CLASSIFIER = re.compile(r"^(norm|head)\.")
 
@@ -47,7 +52,9 @@ def convert(src: str, kernel_size: int | None = None, keep_classifier: bool = Tr
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", help="input checkpoint (.pth / .bin / .safetensors-converted .pth)")
+    parser.add_argument(
+        "src", help="input checkpoint (.pth, .bin, or .safetensors read without pickle)"
+    )
     parser.add_argument("dst", help="output file")
     parser.add_argument("--to", choices=["toolkit", "d2"], default="toolkit")
     parser.add_argument(
@@ -63,13 +70,8 @@ def main(argv=None) -> None:
     dst = Path(args.dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     if args.to == "d2":
-        payload = {
-            "model": {k: v.numpy() for k, v in state.items()},
-            "__author__": "nat-toolkit",
-            "matching_heuristics": True,
-        }
         with open(dst, "wb") as f:
-            pickle.dump(payload, f)
+            pickle.dump(detectron2_payload(state), f)
     else:
         torch.save(
             {"state_dict": state, "meta": {"source": str(args.src), "converted_by": "nat-toolkit"}},

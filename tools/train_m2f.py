@@ -12,6 +12,11 @@ Detectron2's, followed by ``KEY VALUE`` overrides::
 
 Without a GPU, ``MODEL.DEVICE`` falls back to ``cpu`` and, when Mask2Former's
 MSDeformAttn op was not compiled, its PyTorch implementation is used.
+
+``MODEL.WEIGHTS`` may be a Detectron2 ``.pkl``, a ``torch.save`` file or backbone
+weights in ``.safetensors`` (e.g. a Hugging Face ``model.safetensors``), which are read
+without pickle and matched onto the backbone as a converted ``.pkl`` would be
+(:func:`nattk.mask2former.checkpoint.enable_safetensors_weights`).
 """
 
 from __future__ import annotations
@@ -95,6 +100,9 @@ def main(args):
 
     train_net = import_train_net(args.m2f_root)
     import nattk.mask2former.backbone  # noqa: F401  (registers D2NAT, D2DiNAT, D2DiNATs)
+    from nattk.mask2former.checkpoint import enable_safetensors_weights
+
+    enable_safetensors_weights()  # MODEL.WEIGHTS=*.safetensors
 
     cfg = setup(args, train_net)
     trainer_cls = train_net.Trainer

@@ -1,0 +1,223 @@
+"""Hugging Face checkpoints, from transformers' own NAT/DiNAT classes, load and match.
+
+Every weight file here is written by transformers (``save_pretrained``, as on the hub:
+``pytorch_model.bin`` or ``model.safetensors``) from ``NatModel``/``DinatModel``,
+``*ForImageClassification`` and ``*Backbone``; loaded with :func:`load_pretrained`, our
+models must report nothing missing or unexpected (beyond the documented classifier
+cases), hold exactly HF's values and compute HF's outputs. See :mod:`hf_helpers` for how
+HF's models run without NATTEN 0.17.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hf_helpers import (
+    HAVE_TRANSFORMERS,
+    INPUT_SHAPE,
+    SKIP_REASON,
+    hf_classes,
+    randomise,
+    small_config,
+    small_model,
+    sorted_values,
+)
+
+from nattk.backbones.checkpoint import convert_hf_state_dict, load_pretrained
+from nattk.backbones.variants import create_model
+
+pytestmark = pytest.mark.skipif(not HAVE_TRANSFORMERS, reason=SKIP_REASON)
+
+FAMILIES = ["nat", "dinat"]
+LAYER_SCALES = [None, 1e-5]
+FILES = {"bin": "pytorch_model.bin", "safetensors": "model.safetensors"}
+DENSE_NORMS = sorted(f"norm{i}.{t}" for i in range(4) for t in ("weight", "bias"))
+ATOL = 1e-5
+
+
+def save(hf_model, tmp_path, fmt: str):
+    """Writes ``hf_model`` as transformers does for the hub; returns the weight file."""
+    hf_model.save_pretrained(tmp_path, safe_serialization=fmt == "safetensors")
+    path = tmp_path / FILES[fmt]
+    assert path.is_file(), sorted(p.name for p in tmp_path.iterdir())
+    return path
+
+
+def assert_close(actual, expected):
+    torch.testing.assert_close(actual, expected, atol=ATOL, rtol=ATOL)
+
+
+def loaded_values(model, report):
+    """Values of ``model`` that came from the checkpoint (fresh dense norms left out)."""
+    fresh = set(report.expected_missing) | set(report.missing)
+    return sorted_values(v for k, v in model.state_dict().items() if k not in fresh)
+
+
+@pytest.mark.parametrize("fmt", sorted(FILES))
+@pytest.mark.parametrize("layer_scale", LAYER_SCALES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_image_classification_checkpoint(family, layer_scale, fmt, tmp_path, monkeypatch):
+    hf = hf_classes(family, monkeypatch)
+    model = randomise(
+        hf.ForImageClassification(small_config(hf, family, layer_scale, num_labels=5))
+    )
+    path = save(model, tmp_path, fmt)
+    x = torch.randn(INPUT_SHAPE)
+    with torch.no_grad():
+        expected = model(x, output_hidden_states=True)
+
+    ours = small_model(family, layer_scale, num_classes=5)
+    report = load_pretrained(ours, path)
+    assert (report.missing, report.unexpected) == ([], [])
+    assert report.loaded == report.total and not report.expected_unexpected
+    assert torch.equal(loaded_values(ours, report), sorted_values(model.state_dict().values()))
+    with torch.no_grad():
+        assert_close(ours(x), expected.logits)
+
+    # A dense backbone takes the same file: the classifier (HF's layernorm and
+    # classifier) is reported as expected extra tensors, the output norms start fresh.
+    dense = small_model(family, layer_scale, num_classes=0)
+    report = load_pretrained(dense, path)
+    assert (report.missing, report.unexpected) == ([], [])
+    assert sorted(report.expected_unexpected) == [
+        "head.bias",
+        "head.weight",
+        "norm.bias",
+        "norm.weight",
+    ]
+    assert sorted(report.expected_missing) == DENSE_NORMS
+    assert report.loaded == report.total - len(DENSE_NORMS)
+    without_classifier = (
+        v
+        for k, v in model.state_dict().items()
+        if not k.startswith(("classifier.", family + ".layernorm."))
+    )
+    assert torch.equal(loaded_values(dense, report), sorted_values(without_classifier))
+    with torch.no_grad():
+        assert_close(dense.forward_levels(x)[-1], expected.hidden_states[-1])
+
+
+@pytest.mark.parametrize("layer_scale", LAYER_SCALES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_base_model_checkpoint(family, layer_scale, tmp_path, monkeypatch):
+    hf = hf_classes(family, monkeypatch)
+    model = randomise(hf.Model(small_config(hf, family, layer_scale)))
+    path = save(model, tmp_path, "safetensors")
+    x = torch.randn(INPUT_SHAPE)
+    with torch.no_grad():
+        expected = model(x, output_hidden_states=True)
+
+    dense = small_model(family, layer_scale, num_classes=0)
+    report = load_pretrained(dense, path)
+    assert (report.missing, report.unexpected) == ([], [])
+    assert sorted(report.expected_unexpected) == ["norm.bias", "norm.weight"]
+    assert sorted(report.expected_missing) == DENSE_NORMS
+    encoder = (v for k, v in model.state_dict().items() if not k.startswith("layernorm."))
+    assert torch.equal(loaded_values(dense, report), sorted_values(encoder))
+    with torch.no_grad():
+        assert_close(dense.forward_levels(x)[-1], expected.hidden_states[-1])
+
+    # HF's final layernorm is our classifier's norm: only the head is missing.
+    classifier = small_model(family, layer_scale, num_classes=5)
+    with pytest.raises(ValueError, match=r"lacks 2 of the model's tensors .*head\."):
+        load_pretrained(classifier, path)
+    report = load_pretrained(classifier, path, allow_missing=True)
+    assert sorted(report.missing) == ["head.bias", "head.weight"] and not report.unexpected
+    assert torch.equal(
+        loaded_values(classifier, report), sorted_values(model.state_dict().values())
+    )
+    with torch.no_grad():
+        last = classifier.norm(classifier.forward_levels(x)[-1])
+    assert_close(last, expected.last_hidden_state)
+    assert_close(last.flatten(1, 2).mean(1), expected.pooler_output)
+
+
+@pytest.mark.parametrize("out_indices", [(0, 1, 2, 3), (1, 3)])
+@pytest.mark.parametrize("layer_scale", LAYER_SCALES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_backbone_checkpoint(family, layer_scale, out_indices, tmp_path, monkeypatch):
+    hf = hf_classes(family, monkeypatch)
+    stages = [f"stage{i + 1}" for i in out_indices]
+    model = randomise(hf.Backbone(small_config(hf, family, layer_scale, out_features=stages)))
+    path = save(model, tmp_path, "bin")
+    x = torch.randn(INPUT_SHAPE)
+    with torch.no_grad():
+        expected = model(x).feature_maps
+
+    dense = small_model(family, layer_scale, num_classes=0, out_indices=out_indices)
+    report = load_pretrained(dense, path)
+    assert report.loaded == report.total
+    assert not (report.missing or report.unexpected or report.expected_missing)
+    assert torch.equal(loaded_values(dense, report), sorted_values(model.state_dict().values()))
+    with torch.no_grad():
+        features = dense(x)
+    assert len(features) == len(expected) == len(out_indices)
+    for ours, theirs in zip(features, expected):
+        assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_published_mini_variants_equal_hf_default_configs(family, monkeypatch):
+    # HF's default NatConfig/DinatConfig describe nat_mini/dinat_mini (the
+    # shi-labs/{nat,dinat}-mini-in1k-224 checkpoints): same weights, same logits at 224.
+    hf = hf_classes(family, monkeypatch)
+    model = randomise(hf.ForImageClassification(hf.Config(num_labels=1000)))
+    ours = create_model(f"{family}_mini", num_classes=1000).eval()
+    report = load_pretrained(ours, model.state_dict())
+    assert report.loaded == report.total and not report.unexpected
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), model(x).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_or_incomplete_hf_keys_are_named(monkeypatch):
+    hf = hf_classes("dinat", monkeypatch)
+    state = hf.ForImageClassification(small_config(hf, "dinat", None, num_labels=5)).state_dict()
+    assert convert_hf_state_dict(state)  # the real dict converts
+
+    unknown = dict(
+        state, **{"dinat.encoder.levels.0.layers.0.attention.self.mystery": torch.zeros(1)}
+    )
+    with pytest.raises(
+        ValueError, match=r"'dinat\.encoder\.levels\.0\.layers\.0\.attention\.self\.mystery'"
+    ):
+        convert_hf_state_dict(unknown)
+
+    no_key = {
+        k: v
+        for k, v in state.items()
+        if k != "dinat.encoder.levels.1.layers.0.attention.self.key.weight"
+    }
+    with pytest.raises(ValueError, match=r"level 1 layer 0: incomplete query/key/value weight"):
+        convert_hf_state_dict(no_key)
+
+    mixed = dict(state, **{"nat.layernorm.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"mixes the Hugging Face prefixes \['dinat\.', 'nat\.'\]"):
+        convert_hf_state_dict(mixed)
+
+    duplicate = dict(state, **{"layernorm.weight": torch.zeros(1)})
+    with pytest.raises(
+        ValueError, match=r"'dinat\.layernorm\.weight' and 'layernorm\.weight' both map"
+    ):
+        convert_hf_state_dict(duplicate)
+
+
+def test_hf_backbone_stem_norm_has_no_counterpart(monkeypatch):
+    # Our dense backbones return stages only; HF's optional "stem" output norm is refused.
+    hf = hf_classes("nat", monkeypatch)
+    model = hf.Backbone(small_config(hf, "nat", None, out_features=["stem", "stage4"]))
+    with pytest.raises(ValueError, match=r"'hidden_states_norms\.stem\.weight' has no counterpart"):
+        convert_hf_state_dict(model.state_dict())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_maps_smaller_than_the_window_are_padded_like_hf(family, monkeypatch):
+    # 40x56 input: level maps 10x14, 5x7, 3x4, 2x2. DiNAT's dilation-2 windows (6 wide)
+    # at levels 1-2 and every 3x3 window at level 3 exceed them: both models pad.
+    hf = hf_classes(family, monkeypatch)
+    model = randomise(hf.ForImageClassification(small_config(hf, family, 1e-5, num_labels=5)))
+    ours = small_model(family, 1e-5, num_classes=5)
+    load_pretrained(ours, model.state_dict())
+    x = torch.randn(2, 3, 40, 56)
+    with torch.no_grad():
+        assert_close(ours(x), model(x).logits)
