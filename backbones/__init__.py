@@ -4,13 +4,17 @@ from .attention import NeighborhoodAttention2D, na2d_av, na2d_qk, neighborhood_a
 from .checkpoint import (
     LoadReport,
     convert_hf_state_dict,
+    drop_classifier,
+    load_checkpoint_file,
     load_pretrained,
+    missing_weights_error,
     read_state_dict,
     resize_rpb,
 )
 from .nat import NAT, DiNAT, DiNATs, NeighborhoodTransformer
 from .variants import (
     DILATION_PRESETS,
+    FAMILIES,
     VARIANTS,
     create_model,
     dilation_preset,
@@ -27,10 +31,12 @@ from .variants import (
     nat_mini,
     nat_small,
     nat_tiny,
+    variant_kwargs,
 )
 
 __all__ = [
     "DILATION_PRESETS",
+    "FAMILIES",
     "NAT",
     "VARIANTS",
     "DiNAT",
@@ -39,6 +45,9 @@ __all__ = [
     "NeighborhoodAttention2D",
     "NeighborhoodTransformer",
     "convert_hf_state_dict",
+    "drop_classifier",
+    "load_checkpoint_file",
+    "missing_weights_error",
     "create_model",
     "dilation_preset",
     "dinat_base",
@@ -60,4 +69,5 @@ __all__ = [
     "neighborhood_attention_2d",
     "read_state_dict",
     "resize_rpb",
+    "variant_kwargs",
 ]

@@ -38,19 +38,27 @@ StateDict = dict[str, torch.Tensor]
 _WRAPPERS = ("state_dict", "model", "module")
 _HF_MODEL_PREFIXES = ("nat.", "dinat.")
 _HF_PREFIXES = (*_HF_MODEL_PREFIXES, "embeddings.", "encoder.")
-_CLASSIFIER = re.compile(r"^(norm|head)\.")
-_DENSE_NORM = re.compile(r"^norm\d+\.")
+#: Keys of the ImageNet classifier (final ``norm`` and ``head``), absent from dense models.
+CLASSIFIER_KEY = re.compile(r"^(norm|head)\.")
+#: Keys of the dense backbones' per-output norms (``norm0``..``norm3``), absent from
+#: ImageNet checkpoints: they start fresh when a dense model loads classifier weights.
+DENSE_NORM_KEY = re.compile(r"^norm\d+\.")
 
 
-def read_state_dict(checkpoint: Union[str, PathLike, Mapping]) -> StateDict:
+def read_state_dict(
+    checkpoint: Union[str, PathLike, Mapping], prefix: Optional[str] = None
+) -> StateDict:
     """Reads a checkpoint and returns a flat state dict in the official key layout.
 
     Args:
         checkpoint: A path (``.safetensors``, or anything ``torch.save`` wrote), or an
             already loaded object.
+        prefix: Use only the keys under this prefix (e.g. ``"backbone"`` of a detector
+            checkpoint, or an EMA copy), with the prefix removed.
 
     Raises:
-        ValueError: The object holds no tensors, or a ``.safetensors`` file is invalid.
+        ValueError: The object holds no tensors (under ``prefix``), or a
+            ``.safetensors`` file is invalid.
     """
     obj = (
         load_checkpoint_file(checkpoint) if isinstance(checkpoint, (str, PathLike)) else checkpoint
@@ -65,6 +73,11 @@ def read_state_dict(checkpoint: Union[str, PathLike, Mapping]) -> StateDict:
     state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not state:
         raise ValueError("checkpoint contains no tensors")
+    if prefix:
+        prefix = prefix if prefix.endswith(".") else prefix + "."
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise ValueError(f"no key of the checkpoint starts with {prefix!r}")
     state = _strip_prefix(state, "module.")
     if any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
@@ -73,16 +86,34 @@ def read_state_dict(checkpoint: Union[str, PathLike, Mapping]) -> StateDict:
     return state
 
 
-def load_checkpoint_file(path: Union[str, PathLike]) -> object:
+def load_checkpoint_file(path: Union[str, PathLike], trust: bool = False) -> object:
     """Reads a checkpoint file: ``.safetensors`` without pickle, others weights-only.
+
+    Args:
+        path: The file.
+        trust: Unpickle arbitrary objects (``weights_only=False``): only for files from
+            a trusted source whose metadata weights-only loading refuses (mmcv 1.x
+            detector checkpoints).
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: A ``.safetensors`` file that is not valid safetensors.
+        ValueError: A ``.safetensors`` file that is not valid safetensors, or a pickle
+            that weights-only loading refuses (the message says how to trust it).
     """
     if str(path).endswith(".safetensors"):
         return read_safetensors(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # UnpicklingError subclasses and RuntimeError
+        if trust:
+            raise
+        raise ValueError(
+            f"{path} holds objects weights-only loading refuses ({error}); if you trust the "
+            "file (e.g. the official shi-labs.com download), load it with trust=True "
+            "(tools: --trust)"
+        ) from error
 
 
 def read_safetensors(path: Union[str, PathLike]) -> StateDict:
@@ -265,6 +296,7 @@ def load_pretrained(
     checkpoint: Union[str, PathLike, Mapping],
     allow_missing: bool = False,
     log: Optional[logging.Logger] = None,
+    prefix: Optional[str] = None,
 ) -> LoadReport:
     """Loads a checkpoint into a NAT/DiNAT/DiNAT_s model and reports what happened.
 
@@ -273,6 +305,7 @@ def load_pretrained(
         checkpoint: Path or loaded object (see :func:`read_state_dict`).
         allow_missing: Do not raise when model tensors are absent from the checkpoint.
         log: Logger for the summary line (default: this module's).
+        prefix: Use only the checkpoint keys under this prefix (see :func:`read_state_dict`).
 
     Returns:
         A :class:`LoadReport`.
@@ -281,7 +314,7 @@ def load_pretrained(
         ValueError: Missing backbone tensors (unless ``allow_missing``), or tensors
             whose shapes differ (other than a resizable rpb).
     """
-    state = read_state_dict(checkpoint)
+    state = read_state_dict(checkpoint, prefix=prefix)
     target = model.state_dict()
     resized, mismatched = [], []
     for key, value in list(state.items()):
@@ -299,14 +332,14 @@ def load_pretrained(
 
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
-    is_classifier_ckpt = any(_CLASSIFIER.match(k) for k in state)
-    dense_model = not any(_CLASSIFIER.match(k) for k in target)
+    is_classifier_ckpt = any(CLASSIFIER_KEY.match(k) for k in state)
+    dense_model = not any(CLASSIFIER_KEY.match(k) for k in target)
     report = LoadReport(loaded=len(target) - len(missing), total=len(target), resized=resized)
     for key in missing:
-        expected = dense_model and is_classifier_ckpt and _DENSE_NORM.match(key)
+        expected = dense_model and is_classifier_ckpt and DENSE_NORM_KEY.match(key)
         (report.expected_missing if expected else report.missing).append(key)
     for key in unexpected:
-        expected = dense_model and _CLASSIFIER.match(key)
+        expected = dense_model and CLASSIFIER_KEY.match(key)
         (report.expected_unexpected if expected else report.unexpected).append(key)
 
     if report.missing and not allow_missing:
@@ -317,3 +350,40 @@ def load_pretrained(
     model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
     (log or logger).info(report.summary())
     return report
+
+
+def drop_classifier(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """The state dict without the ImageNet classifier's ``norm.*`` / ``head.*``."""
+    return {k: v for k, v in state.items() if not CLASSIFIER_KEY.match(k)}
+
+
+def missing_weights_error(owner: str, missing: list[str], total: int) -> Optional[str]:
+    """The refusal rule for a backbone loaded inside a framework's own checkpointer.
+
+    Fresh dense-output norms (``norm0``..``norm3``: ImageNet checkpoints have none) are
+    fine; any other absent tensor, e.g. an ``rpb`` the framework skipped as a shape
+    mismatch, is not.
+
+    Args:
+        owner: Name of the model, for the message.
+        missing: Missing keys, relative to the backbone.
+        total: Number of backbone tensors.
+
+    Returns:
+        ``None`` when loading may go on, else the message naming what is missing.
+    """
+    missing = [key for key in missing if not DENSE_NORM_KEY.match(key)]
+    if not missing:
+        return None
+    shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+    hint = ""
+    if any(key.endswith(".rpb") for key in missing):
+        hint = (
+            "; an rpb made for another kernel size is skipped by Detectron2 as a shape "
+            "mismatch: resize it with `python tools/convert_checkpoint.py IN.pth OUT.pkl "
+            "--to d2 --kernel-size K`"
+        )
+    return (
+        f"{owner}: the checkpoint has no value for {len(missing)} of {total} backbone "
+        f"tensors ({shown}){hint}"
+    )

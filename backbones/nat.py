@@ -62,6 +62,9 @@ class NeighborhoodTransformer(nn.Module):
 
     #: Name of the stage container in the state dict ("levels" or "layers").
     stage_attr = "levels"
+    #: Variant family of the concrete class ("nat", "dinat", "dinat_s"); names the
+    #: presets of :mod:`.variants` and the adapters' config keys.
+    family = ""
 
     def __init__(
         self,
@@ -266,14 +269,19 @@ class NeighborhoodTransformer(nn.Module):
 class NAT(NeighborhoodTransformer):
     """Neighborhood Attention Transformer (Hassani et al., CVPR 2023)."""
 
+    family = "nat"
+
 
 class DiNAT(NeighborhoodTransformer):
     """Dilated Neighborhood Attention Transformer: NAT with per-block ``dilations``."""
+
+    family = "dinat"
 
 
 class DiNATs(NeighborhoodTransformer):
     """DiNAT_s: Swin's macro-architecture (4×4 patch embed, patch merging) with NA/DiNA."""
 
+    family = "dinat_s"
     stage_attr = "layers"
 
     def __init__(self, embed_dim: int, depths, num_heads, mlp_ratio: float = 4.0, **kwargs) -> None:

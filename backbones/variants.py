@@ -74,7 +74,8 @@ DILATION_PRESETS: dict[str, dict[str, list[list[int]]]] = {
     },
 }
 
-_CLASSES = {"nat": NAT, "dinat": DiNAT, "dinat_s": DiNATs}
+#: Core class of each family (the classes name their own family).
+FAMILIES: dict[str, type[NeighborhoodTransformer]] = {c.family: c for c in (NAT, DiNAT, DiNATs)}
 
 
 def dilation_preset(family: str, preset: str, depths) -> list[list[int]]:
@@ -91,6 +92,55 @@ def dilation_preset(family: str, preset: str, depths) -> list[list[int]]:
             f"unknown dilation preset {preset!r} for {family}; choose from {sorted(table)}"
         )
     return [(pattern * depth)[:depth] for pattern, depth in zip(table[preset], depths)]
+
+
+def variant_kwargs(
+    family: str,
+    arch: Optional[str] = None,
+    dilations: Union[str, list, None] = None,
+    **overrides,
+) -> dict:
+    """Constructor arguments of a family's model: published ``arch``, preset, overrides.
+
+    The one place where a variant name and a dilation preset become numbers; the
+    OpenMMLab and Detectron2 adapters and :func:`create_model` all call it.
+
+    Args:
+        family: ``"nat"``, ``"dinat"`` or ``"dinat_s"``.
+        arch: Published variant of the family (``"tiny"``, ``"large"``, ...): fills
+            ``embed_dim``, ``depths``, ``num_heads``, ``mlp_ratio``, ``layer_scale``.
+        dilations: Preset name (expanded over ``depths``), nested list, or ``None``.
+        **overrides: Any constructor argument; wins over ``arch``.
+
+    Returns:
+        Keyword arguments for ``FAMILIES[family]`` (``dilations`` included).
+
+    Raises:
+        ValueError: Unknown family, arch or preset, or a preset without depths.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown backbone family {family!r}; choose from {sorted(FAMILIES)}")
+    options: dict = {}
+    if arch is not None:
+        name = f"{family}_{arch}"
+        if name not in VARIANTS:
+            archs = sorted(k[len(family) + 1 :] for k, v in VARIANTS.items() if v.family == family)
+            raise ValueError(f"unknown arch {arch!r} for {family}; choose from {archs}")
+        variant = VARIANTS[name]
+        options = dict(
+            embed_dim=variant.embed_dim,
+            depths=list(variant.depths),
+            num_heads=list(variant.num_heads),
+            mlp_ratio=variant.mlp_ratio,
+            layer_scale=variant.layer_scale,
+        )
+    options.update(overrides)
+    if isinstance(dilations, str):
+        if "depths" not in options:
+            raise ValueError(f"dilation preset {dilations!r} needs arch or depths")
+        dilations = dilation_preset(family, dilations, options["depths"])
+    options["dilations"] = dilations
+    return options
 
 
 def create_model(
@@ -123,20 +173,9 @@ def create_model(
                 f"{name} is a NAT model (dilation 1 everywhere); use a dinat_* model for dilations"
             )
         dilations = None
-    elif isinstance(dilations, str):
-        dilations = dilation_preset(variant.family, dilations, variant.depths)
-    options = dict(
-        embed_dim=variant.embed_dim,
-        depths=variant.depths,
-        num_heads=variant.num_heads,
-        mlp_ratio=variant.mlp_ratio,
-        layer_scale=variant.layer_scale,
-        drop_path_rate=variant.drop_path_rate,
-        num_classes=num_classes,
-        dilations=dilations,
-    )
-    options.update(kwargs)
-    return _CLASSES[variant.family](**options)
+    kwargs = {"drop_path_rate": variant.drop_path_rate, "num_classes": num_classes, **kwargs}
+    arch = name[len(variant.family) + 1 :]
+    return FAMILIES[variant.family](**variant_kwargs(variant.family, arch, dilations, **kwargs))
 
 
 def _as_list(dilations) -> list:

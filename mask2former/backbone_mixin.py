@@ -11,18 +11,15 @@ the published Mask2Former checkpoints (``backbone.levels.*``) load unchanged.
 from __future__ import annotations
 
 import logging
-import re
 
 import torch
 
+from nattk.backbones.checkpoint import missing_weights_error
 from nattk.backbones.nat import NeighborhoodTransformer
 
 from .config import CONFIG_KEYS, FEATURE_NAMES, backbone_kwargs
 
 logger = logging.getLogger(__name__)
-
-_DENSE_NORM = re.compile(r"^norm\d+\.")
-_FAMILY_OF_CLASS = {"NAT": "nat", "DiNAT": "dinat", "DiNATs": "dinat_s"}
 
 
 class D2BackboneMixin:
@@ -36,11 +33,8 @@ class D2BackboneMixin:
             ``None`` means 3 channels.
     """
 
-    #: ``"nat"``, ``"dinat"`` or ``"dinat_s"``; derived from the core class when unset.
-    family: str = ""
-
     def __init__(self, cfg, input_shape=None) -> None:
-        family = self.family or self._core_family()
+        family = self._core_family()
         node = getattr(cfg.MODEL, CONFIG_KEYS[family])
         in_chans = 3 if getattr(input_shape, "channels", None) is None else input_shape.channels
         super().__init__(**backbone_kwargs(node, family, in_chans=in_chans))
@@ -52,10 +46,10 @@ class D2BackboneMixin:
 
     @classmethod
     def _core_family(cls) -> str:
-        for base in cls.__mro__:
-            if base.__name__ in _FAMILY_OF_CLASS and issubclass(base, NeighborhoodTransformer):
-                return _FAMILY_OF_CLASS[base.__name__]
-        raise TypeError(f"{cls.__name__} must derive from NAT, DiNAT or DiNATs")
+        """The ``family`` of the core class (``"nat"``, ``"dinat"``, ``"dinat_s"``)."""
+        if not issubclass(cls, NeighborhoodTransformer) or not cls.family:
+            raise TypeError(f"{cls.__name__} must derive from NAT, DiNAT or DiNATs")
+        return cls.family
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Maps an image batch ``[B, C, H, W]`` to ``{"res2": ..., "res5": ...}``."""
@@ -81,13 +75,13 @@ class D2BackboneMixin:
         )
         # Detectron2 loads with strict=False and drops shape-mismatched tensors (an rpb
         # made for another kernel size) with a warning only; refuse to go on silently.
-        expected = [prefix + key for key in self.state_dict(keep_vars=True)]
-        missing = [key for key in expected if key not in state_dict]
-        if all(_DENSE_NORM.match(key[len(prefix) :]) for key in missing):
+        expected = list(self.state_dict(keep_vars=True))
+        missing = [key for key in expected if prefix + key not in state_dict]
+        message = missing_weights_error(type(self).__name__, missing, len(expected))
+        if message is None:
             if missing:  # ImageNet weights have no norm0..3: they start fresh, as everywhere
                 logger.info("%s: new dense-output norms %s initialised fresh", prefix, missing)
             return
-        message = missing_weights_message(type(self).__name__, missing, len(expected))
         if self.allow_missing_weights:
             logger.warning("%s (allowed by %s.ALLOW_MISSING_WEIGHTS)", message, self.config_key)
         else:
@@ -95,16 +89,3 @@ class D2BackboneMixin:
                 f"{message}. Set {self.config_key}.ALLOW_MISSING_WEIGHTS True to train them "
                 "from their random initialisation."
             )
-
-
-def missing_weights_message(owner: str, missing: list[str], total: int) -> str:
-    """Says which backbone tensors a checkpoint lacks and how to fix the usual cause."""
-    shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
-    hint = ""
-    if any(key.endswith(".rpb") for key in missing):
-        hint = (
-            "; an rpb made for another kernel size is skipped by Detectron2 as a shape "
-            "mismatch: resize it with `python tools/convert_checkpoint.py IN.pth OUT.pkl "
-            "--to d2 --kernel-size K`"
-        )
-    return f"{owner}: the checkpoint has no value for {len(missing)} of {total} backbone tensors ({shown}){hint}"

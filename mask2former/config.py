@@ -12,9 +12,9 @@ nodes are created with ``type(cfg)()``.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
-from nattk.backbones.variants import DILATION_PRESETS, dilation_preset
+from nattk.backbones.variants import DILATION_PRESETS, variant_kwargs
 
 #: ``cfg.MODEL.<key>`` read by each backbone family.
 CONFIG_KEYS = {"nat": "NAT", "dinat": "DINAT", "dinat_s": "DINATS"}
@@ -90,20 +90,17 @@ def out_indices_from_features(out_features) -> list[int]:
     return sorted(FEATURE_NAMES.index(n) for n in names)
 
 
-def _dilations(node, family: str, depths: list[int]) -> Optional[list]:
+def _dilations(node, family: str):
     if family == "nat":
         return None
-    key = f"MODEL.{CONFIG_KEYS[family]}.DILATIONS"
     value = node.DILATIONS
     if value is None:
         raise ValueError(
-            f"{key} is not set: give one list of dilations per level, or a preset name "
-            f"from {sorted(DILATION_PRESETS[family])} (the published Mask2Former yamls use "
-            "the 'm2f' values)"
+            f"MODEL.{CONFIG_KEYS[family]}.DILATIONS is not set: give one list of dilations "
+            f"per level, or a preset name from {sorted(DILATION_PRESETS[family])} (the "
+            "published Mask2Former yamls use the 'm2f' values)"
         )
-    if isinstance(value, str):
-        return dilation_preset(family, value, depths)
-    return [list(level) for level in value]
+    return value if isinstance(value, str) else [list(level) for level in value]
 
 
 def backbone_kwargs(node, family: str, in_chans: int = 3) -> dict:
@@ -122,13 +119,13 @@ def backbone_kwargs(node, family: str, in_chans: int = 3) -> dict:
     """
     if family not in CONFIG_KEYS:
         raise ValueError(f"unknown backbone family {family!r}; choose from {list(CONFIG_KEYS)}")
-    depths = [int(d) for d in node.DEPTHS]
-    return dict(
+    return variant_kwargs(
+        family,
+        dilations=_dilations(node, family),
         embed_dim=int(node.EMBED_DIM),
-        depths=depths,
+        depths=[int(d) for d in node.DEPTHS],
         num_heads=[int(h) for h in node.NUM_HEADS],
         kernel_size=int(node.KERNEL_SIZE),
-        dilations=_dilations(node, family, depths),
         mlp_ratio=float(node.MLP_RATIO),
         layer_scale=None if node.LAYER_SCALE is None else float(node.LAYER_SCALE),
         in_chans=in_chans,

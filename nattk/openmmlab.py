@@ -24,36 +24,12 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from nattk.backbones import nat as core
 from nattk.backbones.checkpoint import LoadReport, load_pretrained
 from nattk.backbones.nat import NeighborhoodTransformer
-from nattk.backbones.variants import VARIANTS, dilation_preset
+from nattk.backbones.variants import variant_kwargs
 from nattk.mmengine_compat import checkpoint_allowlist, register_safetensors_loader
-
-_FAMILY = {"NAT": "nat", "DiNAT": "dinat", "DiNATs": "dinat_s"}
-
-
-def arch_settings(family: str, arch: str) -> dict:
-    """Constructor arguments of a published variant (``family='dinat', arch='tiny'``).
-
-    Raises:
-        ValueError: No such variant in the family.
-    """
-    name = f"{family}_{arch}"
-    if name not in VARIANTS:
-        archs = sorted(k[len(family) + 1 :] for k, v in VARIANTS.items() if v.family == family)
-        raise ValueError(f"unknown arch {arch!r} for {family}; choose from {archs}")
-    variant = VARIANTS[name]
-    return dict(
-        embed_dim=variant.embed_dim,
-        depths=list(variant.depths),
-        num_heads=list(variant.num_heads),
-        mlp_ratio=variant.mlp_ratio,
-        layer_scale=variant.layer_scale,
-    )
 
 
 class _OpenMMLabMixin:
     """Adds ``arch``, ``init_cfg`` and ``pretrained`` handling to a core backbone."""
-
-    family: str
 
     def __init__(
         self,
@@ -78,13 +54,7 @@ class _OpenMMLabMixin:
             raise ValueError(
                 "a detection/segmentation backbone has no classifier: drop num_classes"
             )
-        options = arch_settings(self.family, arch) if arch is not None else {}
-        options.update(kwargs)
-        if isinstance(dilations, str):
-            if "depths" not in options:
-                raise ValueError(f"dilation preset {dilations!r} needs arch or depths")
-            dilations = dilation_preset(self.family, dilations, options["depths"])
-        super().__init__(num_classes=0, dilations=dilations, **options)
+        super().__init__(num_classes=0, **variant_kwargs(self.family, arch, dilations, **kwargs))
         self.init_cfg = init_cfg
 
     def init_weights(self) -> None:
@@ -121,17 +91,11 @@ class _OpenMMLabMixin:
             prefix: Only keys under this prefix are used, with the prefix removed.
             allow_missing: Load even when backbone tensors are absent from the file.
         """
-        with checkpoint_allowlist():
+        with checkpoint_allowlist():  # MMEngine's loader: local paths, URLs, s3, ...
             state = CheckpointLoader.load_checkpoint(checkpoint, map_location="cpu")
-        if prefix:
-            state = state.get("state_dict", state)
-            prefix = prefix if prefix.endswith(".") else prefix + "."
-            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            if not state:
-                raise ValueError(f"no key of {checkpoint} starts with {prefix!r}")
         logger = MMLogger.get_current_instance()
         logger.info(f"{type(self).__name__}: loading {checkpoint}")
-        return load_pretrained(self, state, allow_missing=allow_missing, log=logger)
+        return load_pretrained(self, state, allow_missing=allow_missing, log=logger, prefix=prefix)
 
 
 def openmmlab_backbone(core: type[NeighborhoodTransformer]) -> type:
@@ -154,7 +118,7 @@ def openmmlab_backbone(core: type[NeighborhoodTransformer]) -> type:
         "    **kwargs: Any argument of the core class (``kernel_size``, ``drop_path_rate``,\n"
         "        ``layer_scale``, ``out_indices``, ``frozen_stages``, ``with_cp``, ...).\n"
     )
-    namespace = {"family": _FAMILY[name], "__doc__": doc, "__module__": __name__}
+    namespace = {"__doc__": doc, "__module__": __name__}
     return type(name, (_OpenMMLabMixin, core, BaseModule), namespace)
 
 

@@ -24,23 +24,20 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import re
 import sys
 from pathlib import Path
 
 import torch
 
-from nattk.backbones.checkpoint import read_state_dict, resize_rpb
+from nattk.backbones.checkpoint import drop_classifier, read_state_dict, resize_rpb
 from nattk.mask2former.checkpoint import detectron2_payload
-
-_CLASSIFIER = re.compile(r"^(norm|head)\.")
 
 
 def convert(src: str, kernel_size: int | None = None, keep_classifier: bool = True) -> dict:
     """Returns the official-layout state dict of ``src``, optionally with resized rpb."""
     state = read_state_dict(src)
     if not keep_classifier:
-        state = {k: v for k, v in state.items() if not _CLASSIFIER.match(k)}
+        state = drop_classifier(state)
     if kernel_size is not None:
         size = (2 * kernel_size - 1,) * 2
         state = {

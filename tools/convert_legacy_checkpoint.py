@@ -27,20 +27,14 @@ from typing import Optional
 
 import torch
 
+from nattk.backbones.checkpoint import load_checkpoint_file
+
 _KEEP_META = ("mmdet_version", "mmcv_version", "epoch", "iter", "config")
 
 
 def load_mmdet2(path: str, trust: bool = False) -> dict:
     """Reads the checkpoint (weights-only unless ``trust``) and checks its layout."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=not trust)
-    except Exception as error:  # torch raises UnpicklingError subclasses and RuntimeError
-        if trust:
-            raise
-        raise ValueError(
-            f"{path} holds objects weights-only loading refuses ({error}); if you trust the "
-            "file (e.g. the official shi-labs.com download), rerun with --trust"
-        ) from error
+    checkpoint = load_checkpoint_file(path, trust=trust)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         keys = list(checkpoint)[:5] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(
