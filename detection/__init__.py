@@ -7,7 +7,7 @@ Detectron2 recipe pieces (``Detectron2OptimWrapperConstructor``, ``ColorAugSSD``
 (``Mask2FormerWithSemSeg``, ``MaskFormerFusionHeadWithSemSeg``).
 """
 
-from nattk.optim_constructor import Detectron2OptimWrapperConstructor
+from nattk.openmmlab.optim_constructor import Detectron2OptimWrapperConstructor
 
 from .backbones import NAT, DiNAT, DiNATs
 from .cityscapes_panoptic import CityscapesPanopticDataset, CityscapesPanopticMetric

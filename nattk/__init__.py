@@ -1,8 +1,12 @@
 """nat-toolkit: NAT, DiNAT and DiNAT_s for MMDetection, MMSegmentation and Detectron2.
 
 The repository's top-level folders install as subpackages of this one:
-``backbones`` -> ``nattk.backbones``, ``detection`` -> ``nattk.detection``,
-``segmentation`` -> ``nattk.segmentation``, ``mask2former`` -> ``nattk.mask2former``.
+``backbones`` -> ``nattk.backbones`` (the torch-only core), ``detection`` ->
+``nattk.detection``, ``segmentation`` -> ``nattk.segmentation``, ``mask2former`` ->
+``nattk.mask2former`` (the adapters) and ``openmmlab`` -> ``nattk.openmmlab`` (the glue
+the two OpenMMLab adapters share). The modules of this folder are the applications:
+the logic behind ``tools/`` (checkpoint converters, FLOPs, ONNX export, environment
+report, toy datasets) and the quickstart/demo pieces (inference, pictures).
 """
 
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
-from nattk.cli import framework_of
+from nattk.openmmlab.cli import framework_of
 
 
 class SegmentorLogits(nn.Module):

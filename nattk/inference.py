@@ -12,8 +12,8 @@ from typing import Optional, Union
 import numpy as np
 from mmengine.config import Config
 
-from nattk.cli import framework_of
-from nattk.mmengine_compat import checkpoint_allowlist
+from nattk.openmmlab.cli import framework_of
+from nattk.openmmlab.compat import checkpoint_allowlist
 from nattk.visualize import class_palette, overlay_instances, overlay_semantic
 
 PathLike = Union[str, Path]

@@ -6,7 +6,7 @@ its test-time-augmentation merge (``MeanScoreSegTTAModel``). Nothing here import
 MMDetection.
 """
 
-from nattk.optim_constructor import Detectron2OptimWrapperConstructor
+from nattk.openmmlab.optim_constructor import Detectron2OptimWrapperConstructor
 
 from .backbones import NAT, DiNAT, DiNATs
 from .tta import MeanScoreSegTTAModel

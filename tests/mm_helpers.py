@@ -15,8 +15,6 @@ from mmengine.config import Config
 from nattk.toy_data import toy_metainfo
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "tools") not in sys.path:  # the tools are scripts, imported by the tests
-    sys.path.insert(0, str(REPO / "tools"))
 TINY_BACKBONE = dict(
     arch=None,
     embed_dim=32,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mm_helpers import REPO  # also puts tools/ on sys.path
+from mm_helpers import REPO
 from test_mixed_precision import tiny_dinat
 
 from nattk.backbones.attention import flex_backend, indices, resolve_backend
@@ -257,7 +257,7 @@ def test_export_tool_writes_a_whole_upernet_segmentor(size, tmp_path, capsys):
     """UperNet + DiNAT (the quickstart's toy config), whole-image logits, checked by onnxruntime."""
     pytest.importorskip("mmseg")
     pytest.importorskip("onnxruntime")
-    import export_onnx
+    from nattk import export_onnx
 
     config = str(REPO / "configs/quickstart/upernet_dinat-toy_toy-ade20k.py")
     out = tmp_path / "upernet.onnx"
@@ -274,7 +274,7 @@ def test_export_tool_writes_a_whole_upernet_segmentor(size, tmp_path, capsys):
 def test_export_tool_refuses_what_it_cannot_export(tmp_path):
     pytest.importorskip("mmdet")
     pytest.importorskip("mmseg")
-    import export_onnx
+    from nattk import export_onnx
 
     seg = str(REPO / "configs/quickstart/upernet_dinat-toy_toy-ade20k.py")
     det = str(REPO / "configs/quickstart/mask-rcnn_dinat-toy_fpn_toy-coco.py")

@@ -182,7 +182,7 @@ def test_train_test_resume_end_to_end(config, toy_coco, tmp_path):
 )
 def test_get_flops_reproduces_published_numbers(config, params, flops, expected_shape=(800, 1280)):
     """nat_dinat.md §7.2 at 1280×800, within 3%."""
-    import get_flops
+    from nattk import get_flops
 
     model, traced, shape = get_flops.model_from_config(str(CONFIG_DIR / config))
     assert shape == expected_shape
@@ -210,8 +210,9 @@ def _mmdet2_checkpoint(model: torch.nn.Module) -> dict:
 
 
 def test_mmdet2_checkpoint_converts_and_loads(tmp_path):
-    import convert_legacy_checkpoint as converter
     from mmengine.runner import load_checkpoint
+
+    from nattk import convert_legacy_checkpoint as converter
 
     config = str(CONFIG_DIR / "nat" / "mask-rcnn_nat-m_fpn_amp-ms-crop-3x_coco.py")
     cfg = Config.fromfile(config)

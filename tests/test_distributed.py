@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nattk.runner import CRASH_ENV, is_complete_checkpoint
+from nattk.openmmlab.runner import CRASH_ENV, is_complete_checkpoint
 from nattk.toy_data import make_toy_ade20k
 
 REPO = Path(__file__).resolve().parents[1]

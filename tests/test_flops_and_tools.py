@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import pickle
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
-import convert_checkpoint  # noqa: E402
-import get_flops  # noqa: E402
-
+from nattk import convert_checkpoint, get_flops
 from nattk.backbones.checkpoint import load_pretrained  # noqa: E402
 from nattk.backbones.variants import create_model  # noqa: E402
 
@@ -66,7 +61,7 @@ def test_attention_flops_are_n_k2_c_per_product_and_independent_of_dilation():
 def test_get_model_complexity_info_counts_na_after_registration():
     from mmengine.analysis import get_model_complexity_info
 
-    from nattk.mmengine_compat import register_na_flop_handles
+    from nattk.openmmlab.compat import register_na_flop_handles
 
     model = create_model("nat_mini").eval()
     register_na_flop_handles()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +34,8 @@ from nattk.mask2former.upstream import import_train_net  # noqa: E402
 from nattk.toy_data import make_toy_coco  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-import convert_checkpoint  # noqa: E402
-import train_m2f  # noqa: E402
+from nattk import convert_checkpoint  # noqa: E402
+from nattk.mask2former import launch as train_m2f  # noqa: E402
 
 YAMLS = sorted((REPO / "mask2former" / "configs").rglob("*.yaml"))
 COCO_PANOPTIC = next(p for p in YAMLS if "coco/panoptic" in p.as_posix())

@@ -10,7 +10,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import nn
 
-from nattk.mmengine_compat import checkpoint_allowlist
+from nattk.openmmlab.compat import checkpoint_allowlist
 
 
 class _TinyModel(BaseModel):

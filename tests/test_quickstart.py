@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
-import make_toy_dataset  # noqa: E402
 from mm_helpers import REPO, run_tool  # noqa: E402
 
+from nattk import make_toy_dataset
 from nattk.backbones.attention import NeighborhoodAttention2D  # noqa: E402
 from nattk.visualize import neighborhood_weights  # noqa: E402
 

@@ -16,7 +16,6 @@ import contextlib
 import importlib
 import pickle
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -33,10 +32,8 @@ from hf_helpers import (
 )
 from safetensors.torch import save_file
 
+from nattk import convert_checkpoint
 from nattk.backbones.checkpoint import load_pretrained, read_safetensors, read_state_dict
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
-import convert_checkpoint  # noqa: E402
 
 LAYER_SCALE = 1e-5
 CLASSIFIER = ["head.bias", "head.weight", "norm.bias", "norm.weight"]

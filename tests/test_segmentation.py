@@ -207,7 +207,7 @@ def test_mask2former_semantic_trains_and_evaluates(tmp_path):
 )
 def test_get_flops_reproduces_published_numbers(config, params, flops, expected_shape):
     """nat_dinat.md §7.3 at the published input size, within 3%."""
-    import get_flops
+    from nattk import get_flops
 
     model, traced, shape = get_flops.model_from_config(str(CONFIG_DIR / config))
     assert shape == expected_shape
@@ -222,7 +222,7 @@ def test_get_flops_counts_the_640_rows_at_2560x640():
     The full count (2333.6G vs 2335G) is recorded in configs/mmseg/README.md; counting
     it takes most of a minute, so CI checks the size and the parameters only.
     """
-    import get_flops
+    from nattk import get_flops
 
     config = CONFIG_DIR / "dinat/dinat-l-in22k-pre_upernet_8xb2-160k_ade20k-512x512.py"
     model, _, shape = get_flops.model_from_config(str(config))
@@ -232,8 +232,9 @@ def test_get_flops_counts_the_640_rows_at_2560x640():
 
 def test_mmseg0_checkpoint_converts_and_loads(tmp_path):
     """A synthetic checkpoint in the mmseg 0.20 / mmcv 1.x layout (CLASSES, PALETTE)."""
-    import convert_legacy_checkpoint as converter
     from mmengine.runner import load_checkpoint
+
+    from nattk import convert_legacy_checkpoint as converter
 
     config = str(CONFIG_DIR / "nat" / "nat-m_upernet_8xb2-amp-160k_ade20k-512x512.py")
     cfg = Config.fromfile(config)

@@ -69,11 +69,8 @@ def test_our_mask2former_adapter_imports_beside_upstream_mask2former(tmp_path, m
 
 
 def test_collect_env_reports_ops_and_backends():
-    sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
-    try:
-        collect_env = importlib.import_module("collect_env")
-    finally:
-        sys.path.pop(0)
+    from nattk import collect_env
+
     info = collect_env.collect()
     assert info["mmcv ops"].startswith("loadable")
     assert info["mmdet"] == "3.3.0" and info["mmseg"] == "1.2.2"

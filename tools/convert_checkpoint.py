@@ -1,84 +1,8 @@
-"""Convert NAT / DiNAT / DiNAT_s weights between layouts.
+"""Convert NAT / DiNAT / DiNAT_s weights between layouts (entry point of :mod:`nattk.convert_checkpoint`)."""
 
-Reads an official ``.pth`` (flat, ``model``/``state_dict`` wrapped, ``module.`` or
-``backbone.`` prefixed, or a whole detector/segmentor checkpoint) or Hugging Face
-weights of ``Nat``/``Dinat`` ``Model``, ``ForImageClassification`` or ``Backbone``
-(``pytorch_model.bin`` or ``model.safetensors``). Any file ending in ``.safetensors`` is
-read with the ``safetensors`` package (no pickle); every other file with
-``torch.load(weights_only=True)``. It writes either
-
-* ``--to toolkit`` (default): ``{"state_dict": <official key layout>, "meta": ...}``,
-  loadable by every adapter of this toolkit (``init_cfg``/``pretrained``), or
-* ``--to d2``: a Detectron2 ``.pkl`` (``{"model": numpy arrays, "__author__": ...,
-  "matching_heuristics": True}``) for the Mask2Former adapter.
-
-Examples::
-
-    python tools/convert_checkpoint.py dinat_large_in22k_224.pth dinat_large_in22k_224.pkl --to d2
-    python tools/convert_checkpoint.py hf_dinat_mini/pytorch_model.bin dinat_mini.pth
-    python tools/convert_checkpoint.py hf_dinat_mini/model.safetensors dinat_mini.pkl --to d2
-    python tools/convert_checkpoint.py dinat_large_in22k_224.pth dinat_large_11x11.pth --kernel-size 11
-"""
-
-from __future__ import annotations
-
-import argparse
-import pickle
 import sys
-from pathlib import Path
 
-import torch
-
-from nattk.backbones.checkpoint import drop_classifier, read_state_dict, resize_rpb
-from nattk.mask2former.checkpoint import detectron2_payload
-
-
-def convert(src: str, kernel_size: int | None = None, keep_classifier: bool = True) -> dict:
-    """Returns the official-layout state dict of ``src``, optionally with resized rpb."""
-    state = read_state_dict(src)
-    if not keep_classifier:
-        state = drop_classifier(state)
-    if kernel_size is not None:
-        size = (2 * kernel_size - 1,) * 2
-        state = {
-            k: resize_rpb(v, size) if k.endswith(".rpb") and tuple(v.shape[1:]) != size else v
-            for k, v in state.items()
-        }
-    return state
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "src", help="input checkpoint (.pth, .bin, or .safetensors read without pickle)"
-    )
-    parser.add_argument("dst", help="output file")
-    parser.add_argument("--to", choices=["toolkit", "d2"], default="toolkit")
-    parser.add_argument(
-        "--kernel-size", type=int, default=None, help="resize rpb for this kernel (e.g. 11)"
-    )
-    parser.add_argument(
-        "--drop-classifier", action="store_true", help="drop norm.*/head.* (default for --to d2)"
-    )
-    args = parser.parse_args(argv)
-
-    keep = not (args.drop_classifier or args.to == "d2")
-    state = convert(args.src, args.kernel_size, keep_classifier=keep)
-    dst = Path(args.dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if args.to == "d2":
-        with open(dst, "wb") as f:
-            pickle.dump(detectron2_payload(state), f)
-    else:
-        torch.save(
-            {"state_dict": state, "meta": {"source": str(args.src), "converted_by": "nat-toolkit"}},
-            dst,
-        )
-    print(
-        f"wrote {len(state)} tensors ({sum(v.numel() for v in state.values()):,} values) to {dst}",
-        file=sys.stderr,
-    )
-
+from nattk.convert_checkpoint import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -76,9 +76,9 @@ def run_task(task: str, work_dir: Path, iters, data_root: Path, num_train, num_v
     """Data, untrained evaluation, training, evaluation and pictures of one task."""
     from mmengine.config import Config
 
-    from nattk.cli import build_runner
     from nattk.inference import load_model, predict_overlay, read_rgb
-    from nattk.mmengine_compat import checkpoint_allowlist
+    from nattk.openmmlab.cli import build_runner
+    from nattk.openmmlab.compat import checkpoint_allowlist
     from nattk.visualize import plot_curves, plot_neighborhoods, read_scalars, save_png
 
     start = time.perf_counter()

@@ -17,8 +17,8 @@ import warnings
 
 from mmengine.config import Config, ConfigDict
 
-from nattk.cli import add_common_args, build_runner, framework_of, load_config, parse
-from nattk.mmengine_compat import checkpoint_allowlist
+from nattk.openmmlab.cli import add_common_args, build_runner, framework_of, load_config, parse
+from nattk.openmmlab.compat import checkpoint_allowlist
 
 
 def parse_args(argv=None) -> argparse.Namespace:

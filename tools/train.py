@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from nattk.cli import add_common_args, build_runner, load_config, parse
-from nattk.mmengine_compat import checkpoint_allowlist
+from nattk.openmmlab.cli import add_common_args, build_runner, load_config, parse
+from nattk.openmmlab.compat import checkpoint_allowlist
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -8,7 +8,7 @@ root ``MODELS`` registry: MMDetection's and MMSegmentation's registries are its
 children and fall back to it, so ``type='DiNAT'`` resolves under either scope without
 either adapter importing the other framework. Importing this module also lets
 MMEngine's ``CheckpointLoader`` read local ``.safetensors`` files (``init_cfg``
-checkpoints and ``load_from``; see :func:`nattk.mmengine_compat.register_safetensors_loader`).
+checkpoints and ``load_from``; see :func:`nattk.openmmlab.compat.register_safetensors_loader`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from nattk.backbones import nat as core
 from nattk.backbones.checkpoint import LoadReport, load_pretrained
 from nattk.backbones.nat import NeighborhoodTransformer
 from nattk.backbones.variants import variant_kwargs
-from nattk.mmengine_compat import checkpoint_allowlist, register_safetensors_loader
+from nattk.openmmlab.compat import checkpoint_allowlist, register_safetensors_loader
 
 
 class _OpenMMLabMixin:

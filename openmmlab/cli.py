@@ -83,14 +83,14 @@ def framework_of(cfg: Config) -> str:
 
 
 def build_runner(cfg: Config):
-    """The runner of ``cfg``: :class:`~nattk.runner.CrashSafeRunner` unless it names one.
+    """The runner of ``cfg``: :class:`~nattk.openmmlab.runner.CrashSafeRunner` unless it names one.
 
     Distributed runs without CUDA are prepared first (gloo; see
-    :func:`~nattk.runner.setup_distributed`).
+    :func:`~nattk.openmmlab.runner.setup_distributed`).
     """
     from mmengine.registry import RUNNERS
 
-    from nattk.runner import CrashSafeRunner, setup_distributed
+    from nattk.openmmlab.runner import CrashSafeRunner, setup_distributed
 
     setup_distributed(cfg)
     if "runner_type" in cfg:

@@ -1,0 +1,113 @@
+"""Convert a published mmdet 2.x / mmseg 0.x NAT / DiNAT checkpoint for this toolkit.
+
+The official COCO and ADE20K checkpoints (``maskrcnn_dinat_tiny.pth``,
+``upernet_dinat_large.pth``, ...) were written by mmdet 2.19 / mmseg 0.20 on mmcv 1.x.
+Their parameter names already match this toolkit's models (backbone keys are the
+official ones, and the MMDetection 3 / MMSegmentation 1 heads kept their names); what
+changes is the wrapping: the optimizer state is dropped, half tensors are stored as
+float32, and mmcv's ``meta['CLASSES']`` / ``meta['PALETTE']`` become MMEngine's
+``meta['dataset_meta']``. With ``--config`` the result is checked against the model
+the config builds (MMDetection or MMSegmentation, from its scope), and missing or
+misshapen tensors are an error.
+
+Examples::
+
+    python tools/convert_legacy_checkpoint.py maskrcnn_dinat_tiny.pth mask-rcnn_dinat-t.pth \\
+        --config configs/mmdet/dinat/mask-rcnn_dinat-t_fpn_amp-ms-crop-3x_coco.py
+    python tools/convert_legacy_checkpoint.py upernet_dinat_large.pth upernet_dinat_large_mm1.pth \\
+        --config configs/upernet_dinat_large.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from nattk.backbones.checkpoint import load_checkpoint_file
+
+_KEEP_META = ("mmdet_version", "mmcv_version", "epoch", "iter", "config")
+
+
+def load_mmdet2(path: str, trust: bool = False) -> dict:
+    """Reads the checkpoint (weights-only unless ``trust``) and checks its layout."""
+    checkpoint = load_checkpoint_file(path, trust=trust)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        keys = list(checkpoint)[:5] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(
+            f"{path} is not an mmdet 2.x / mmseg 0.x checkpoint (no 'state_dict'; found {keys})"
+        )
+    return checkpoint
+
+
+def convert(checkpoint: dict) -> dict:
+    """Returns the MMEngine-layout checkpoint ``{'state_dict', 'meta'}``."""
+    state = {}
+    for key, value in checkpoint["state_dict"].items():
+        key = key[len("module.") :] if key.startswith("module.") else key
+        state[key] = value.float() if value.is_floating_point() else value
+    old_meta = checkpoint.get("meta") or {}
+    meta = {k: old_meta[k] for k in _KEEP_META if k in old_meta}
+    dataset_meta = {}
+    if old_meta.get("CLASSES") is not None:
+        dataset_meta["classes"] = tuple(old_meta["CLASSES"])
+    if old_meta.get("PALETTE") is not None:
+        dataset_meta["palette"] = [list(color) for color in old_meta["PALETTE"]]
+    if dataset_meta:
+        meta["dataset_meta"] = dataset_meta
+    meta["converted_by"] = "nat-toolkit tools/convert_legacy_checkpoint.py"
+    return dict(state_dict=state, meta=meta)
+
+
+def check_against_config(state: dict, config: str, allow_missing: bool = False) -> str:
+    """Compares ``state`` with the model of ``config``; raises on any mismatch."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    from nattk.openmmlab.cli import framework_of
+
+    cfg = Config.fromfile(config)
+    init_default_scope(framework_of(cfg))  # MODELS.build then resolves in that scope
+    target = MODELS.build(cfg.model).state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing and not allow_missing:
+        problems.append(f"{len(missing)} model tensors missing, e.g. {missing[:5]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensors the model does not have, e.g. {unexpected[:5]}")
+    if shapes:
+        problems.append("shape mismatches:\n  " + "\n  ".join(shapes[:10]))
+    if problems:
+        raise ValueError(f"checkpoint does not fit {config}: " + "; ".join(problems))
+    return f"all {len(target) - len(missing)}/{len(target)} model tensors present, shapes match"
+
+
+def main(argv: Optional[list] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", help="mmdet 2.x / mmseg 0.x checkpoint (.pth)")
+    parser.add_argument("dst", help="output checkpoint")
+    parser.add_argument("--config", help="check the result against this config's model")
+    parser.add_argument(
+        "--allow-missing", action="store_true", help="with --config: tolerate absent tensors"
+    )
+    parser.add_argument(
+        "--trust", action="store_true", help="load with weights_only=False (trusted files only)"
+    )
+    args = parser.parse_args(argv)
+
+    converted = convert(load_mmdet2(args.src, trust=args.trust))
+    if args.config:
+        print(check_against_config(converted["state_dict"], args.config, args.allow_missing))
+    dst = Path(args.dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(converted, dst)
+    print(f"wrote {len(converted['state_dict'])} tensors to {dst}", file=sys.stderr)

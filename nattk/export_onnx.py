@@ -1,0 +1,110 @@
+"""Export a NAT / DiNAT backbone or a whole MMSegmentation segmentor to ONNX.
+
+Neighborhood attention is written in standard ONNX operators (Gather, MatMul,
+Softmax, ...), so the file runs on any ONNX runtime. After writing it, the tool
+runs the file with ONNX Runtime (CPU) on the export size and on every
+``--check-shape`` and prints the largest difference to PyTorch.
+
+Examples::
+
+    # the whole UperNet + DiNAT-T segmentor, logits out, at 512x512
+    python tools/export_onnx.py configs/mmseg/dinat/dinat-t_upernet_8xb2-amp-160k_ade20k-512x512.py \\
+        dinat_t_upernet.pth --shape 512 512 --out work_dirs/onnx/upernet_dinat_t.onnx
+
+    # the backbone of a detection config, any size from the unpadded minimum up
+    # (DiNAT-T with the COCO dilations: 781 px and more)
+    python tools/export_onnx.py configs/mmdet/dinat/mask-rcnn_dinat-t_fpn_amp-ms-crop-3x_coco.py \\
+        --backbone --shape 800 1216 --dynamic --check-shape 832 1344 --out dinat_t_backbone.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+
+import torch
+
+from nattk.backbones.export import (
+    export_program,
+    max_abs_difference,
+    onnxruntime_outputs,
+    onnxruntime_session,
+    smallest_unpadded_input,
+    to_onnx,
+)
+from nattk.export import build_exportable
+
+
+def _pytorch(module, image):
+    with torch.no_grad():
+        return module(image)
+
+
+def _median_seconds(fn, arg, repeats: int) -> float:
+    fn(arg)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(arg)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", help="an MMDetection / MMSegmentation config of the toolkit")
+    parser.add_argument("checkpoint", nargs="?", default=None, help="weights (default: random)")
+    parser.add_argument("--shape", type=int, nargs=2, required=True, metavar=("H", "W"))
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--backbone", action="store_true", help="export only the backbone")
+    parser.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="symbolic height/width (from the smallest size at which no layer pads)",
+    )
+    parser.add_argument(
+        "--check-shape",
+        type=int,
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("H", "W"),
+        help="also compare ONNX Runtime with PyTorch at this size (needs --dynamic)",
+    )
+    parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument(
+        "--benchmark", type=int, default=0, metavar="N", help="time N runs of each (median)"
+    )
+    args = parser.parse_args(argv)
+    if args.check_shape and not args.dynamic:
+        parser.error("--check-shape needs --dynamic (a fixed-shape file takes one size only)")
+    if args.dynamic and not args.backbone:
+        # The decode heads' adaptive pooling (UperNet's PPM) exports for one size only.
+        parser.error("--dynamic exports backbones only (--backbone); segmentors are fixed-shape")
+
+    module, framework = build_exportable(args.config, args.checkpoint, args.backbone)
+    what = "backbone" if args.backbone else "segmentor"
+    image = torch.randn(1, 3, *args.shape)
+    if args.dynamic:
+        print(f"dynamic height/width from {smallest_unpadded_input(module)} px")
+    start = time.perf_counter()
+    program = export_program(module, image, dynamic=args.dynamic)
+    path = to_onnx(program, image, args.out)
+    print(f"wrote {path} ({framework} {what}, {time.perf_counter() - start:.1f} s)")
+
+    session = onnxruntime_session(path)
+    worst = 0.0
+    for shape in [tuple(args.shape), *map(tuple, args.check_shape)]:
+        check = torch.randn(1, 3, *shape)
+        diff = max_abs_difference(_pytorch(module, check), onnxruntime_outputs(session, check))
+        worst = max(worst, diff)
+        print(f"{shape[0]}x{shape[1]}: max |onnxruntime - pytorch| = {diff:.2e}")
+        if args.benchmark:
+            t_torch = _median_seconds(partial(_pytorch, module), check, args.benchmark)
+            t_ort = _median_seconds(partial(onnxruntime_outputs, session), check, args.benchmark)
+            print(f"  latency: pytorch {t_torch * 1e3:.1f} ms, onnxruntime {t_ort * 1e3:.1f} ms")
+    if worst > args.tolerance:
+        print(f"FAILED: difference {worst:.2e} above --tolerance {args.tolerance:.0e}")
+        return 1
+    return 0

@@ -1,0 +1,14 @@
+"""Glue shared by the MMDetection and MMSegmentation adapters (MMEngine only, no mmdet/mmseg).
+
+* :mod:`.backbones`: ``NAT``, ``DiNAT``, ``DiNATs`` as MMEngine ``BaseModule``s,
+  registered in MMEngine's root ``MODELS`` (both frameworks' registries fall back to it).
+* :mod:`.optim_constructor`: Mask2Former's Detectron2 parameter groups.
+* :mod:`.compat`: MMEngine 0.10.7 on torch >= 2.6 (weights-only checkpoints,
+  ``.safetensors``, NA FLOP handles).
+* :mod:`.runner`: crash-safe checkpoints and CPU-capable distributed set-up.
+* :mod:`.cli`: the config and runner logic behind ``tools/train.py`` / ``tools/test.py``.
+"""
+
+from .backbones import NAT, DiNAT, DiNATs
+
+__all__ = ["NAT", "DiNAT", "DiNATs"]

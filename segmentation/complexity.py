@@ -1,0 +1,38 @@
+"""The forward pass the published segmentation FLOPs were counted on.
+
+MMSegmentation 0.x ``get_flops.py`` traced ``forward_dummy``: backbone and decode head
+(no auxiliary head, which only trains) at 2048×512.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+
+class SegmentorLogits(nn.Module):
+    """Wraps a segmentor so that ``forward(images)`` is MMSegmentation 0.x's ``forward_dummy``.
+
+    Args:
+        segmentor: An MMSegmentation ``EncoderDecoder`` whose decode head takes features
+            only (UperNet, FCN).
+    """
+
+    def __init__(self, segmentor: nn.Module) -> None:
+        super().__init__()
+        self.segmentor = segmentor
+
+    @staticmethod
+    def supports(segmentor: nn.Module) -> bool:
+        """Whether the decode head is a plain ``head(features)``.
+
+        Query-based heads (Mask2Former) need data samples; their published FLOPs were
+        counted by Detectron2's tool, a convention not reproduced here.
+        """
+        return len(inspect.signature(segmentor.decode_head.forward).parameters) == 1
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Decode-head logits of ``images``."""
+        return self.segmentor.decode_head(self.segmentor.extract_feat(images))
