@@ -97,3 +97,19 @@ def pretrained_weights(tag_or_url: str) -> PretrainedWeights:
     raise KeyError(
         f"{tag_or_url!r} is not a published ImageNet checkpoint; tags: {sorted(PRETRAINED)}"
     )
+
+
+def pretrained_url(tag: str) -> str:
+    """The download address of a published checkpoint, by tag (``"dinat_tiny.in1k_224"``).
+
+    Configs call it (``pretrained = pretrained_url('dinat_tiny.in1k_224')``) so that every
+    URL is written once, in :data:`PRETRAINED`.
+
+    Raises:
+        KeyError: Unknown tag (the message lists the tags).
+    """
+    if tag not in PRETRAINED:
+        raise KeyError(
+            f"{tag!r} is not a published ImageNet checkpoint; tags: {sorted(PRETRAINED)}"
+        )
+    return PRETRAINED[tag].url

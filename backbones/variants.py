@@ -35,29 +35,30 @@ class Variant:
     drop_path_rate: float  # ImageNet-1k value of the official recipe
 
 
+_NAT, _DINAT, _DINAT_S = NAT.family, DiNAT.family, DiNATs.family
 _NAT_DEPTHS = (3, 4, 18, 5)
 _S_DEPTHS = (2, 2, 18, 2)
 VARIANTS: dict[str, Variant] = {
-    "nat_mini": Variant("nat", 64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, None, 0.2),
-    "nat_tiny": Variant("nat", 64, _NAT_DEPTHS, (2, 4, 8, 16), 3.0, None, 0.2),
-    "nat_small": Variant("nat", 96, _NAT_DEPTHS, (3, 6, 12, 24), 2.0, 1e-5, 0.3),
-    "nat_base": Variant("nat", 128, _NAT_DEPTHS, (4, 8, 16, 32), 2.0, 1e-5, 0.5),
-    "dinat_mini": Variant("dinat", 64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, None, 0.2),
-    "dinat_tiny": Variant("dinat", 64, _NAT_DEPTHS, (2, 4, 8, 16), 3.0, None, 0.2),
-    "dinat_small": Variant("dinat", 96, _NAT_DEPTHS, (3, 6, 12, 24), 2.0, None, 0.3),
-    "dinat_base": Variant("dinat", 128, _NAT_DEPTHS, (4, 8, 16, 32), 2.0, 1e-5, 0.5),
-    "dinat_large": Variant("dinat", 192, _NAT_DEPTHS, (6, 12, 24, 48), 2.0, None, 0.35),
-    "dinat_s_tiny": Variant("dinat_s", 96, (2, 2, 6, 2), (3, 6, 12, 24), 4.0, None, 0.2),
-    "dinat_s_small": Variant("dinat_s", 96, _S_DEPTHS, (3, 6, 12, 24), 4.0, None, 0.3),
-    "dinat_s_base": Variant("dinat_s", 128, _S_DEPTHS, (4, 8, 16, 32), 4.0, None, 0.5),
-    "dinat_s_large": Variant("dinat_s", 192, _S_DEPTHS, (6, 12, 24, 48), 4.0, None, 0.35),
+    "nat_mini": Variant(_NAT, 64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, None, 0.2),
+    "nat_tiny": Variant(_NAT, 64, _NAT_DEPTHS, (2, 4, 8, 16), 3.0, None, 0.2),
+    "nat_small": Variant(_NAT, 96, _NAT_DEPTHS, (3, 6, 12, 24), 2.0, 1e-5, 0.3),
+    "nat_base": Variant(_NAT, 128, _NAT_DEPTHS, (4, 8, 16, 32), 2.0, 1e-5, 0.5),
+    "dinat_mini": Variant(_DINAT, 64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, None, 0.2),
+    "dinat_tiny": Variant(_DINAT, 64, _NAT_DEPTHS, (2, 4, 8, 16), 3.0, None, 0.2),
+    "dinat_small": Variant(_DINAT, 96, _NAT_DEPTHS, (3, 6, 12, 24), 2.0, None, 0.3),
+    "dinat_base": Variant(_DINAT, 128, _NAT_DEPTHS, (4, 8, 16, 32), 2.0, 1e-5, 0.5),
+    "dinat_large": Variant(_DINAT, 192, _NAT_DEPTHS, (6, 12, 24, 48), 2.0, None, 0.35),
+    "dinat_s_tiny": Variant(_DINAT_S, 96, (2, 2, 6, 2), (3, 6, 12, 24), 4.0, None, 0.2),
+    "dinat_s_small": Variant(_DINAT_S, 96, _S_DEPTHS, (3, 6, 12, 24), 4.0, None, 0.3),
+    "dinat_s_base": Variant(_DINAT_S, 128, _S_DEPTHS, (4, 8, 16, 32), 4.0, None, 0.5),
+    "dinat_s_large": Variant(_DINAT_S, 192, _S_DEPTHS, (6, 12, 24, 48), 4.0, None, 0.35),
 }
 
 _L2_640 = [1, 2, 1, 3, 1, 4, 1, 5, 1, 2, 1, 3, 1, 4, 1, 5, 1, 5]
 _L2_M2F = [1, 2, 1, 3, 1, 2, 1, 3, 1, 2, 1, 3, 1, 2, 1, 3, 1, 3]
 # Per level: a pattern tiled (and truncated) to the level's depth.
 DILATION_PRESETS: dict[str, dict[str, list[list[int]]]] = {
-    "dinat": {
+    _DINAT: {
         "imagenet224": [[1, 8, 1], [1, 4, 1, 4], [1, 2], [1]],
         "imagenet384": [[1, 13, 1], [1, 6, 1, 6], [1, 3], [1]],
         "coco": [[1, 28, 1], [1, 7, 1, 14], [1, 3, 1, 5, 1, 7], [1, 3, 1, 3, 1]],
@@ -65,7 +66,7 @@ DILATION_PRESETS: dict[str, dict[str, list[list[int]]]] = {
         "ade20k640": [[1, 20, 1], [1, 5, 1, 10], _L2_640, [1, 2, 1, 2, 1]],
         "m2f": [[1, 14, 1], [1, 4, 1, 7], _L2_M2F, [1, 1, 1, 1, 1]],
     },
-    "dinat_s": {
+    _DINAT_S: {
         "imagenet224": [[1, 8], [1, 4], [1, 2], [1, 1]],
         "imagenet384": [[1, 13], [1, 6], [1, 3], [1, 1]],
         "coco": [[1, 28], [1, 14], [1, 3, 1, 5, 1, 7], [1, 3]],
@@ -165,7 +166,7 @@ def create_model(
     if name not in VARIANTS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(VARIANTS)}")
     variant = VARIANTS[name]
-    if variant.family == "nat":
+    if variant.family == _NAT:
         if dilations not in (None, "imagenet224") and any(
             d != 1 for level in _as_list(dilations) for d in level
         ):

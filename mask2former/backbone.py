@@ -19,18 +19,12 @@ __all__ = ["D2DiNAT", "D2DiNATs", "D2NAT"]
 class D2NAT(D2BackboneMixin, NAT, Backbone):
     """NAT for Detectron2; reads ``cfg.MODEL.NAT``."""
 
-    family = "nat"
-
 
 @BACKBONE_REGISTRY.register()
 class D2DiNAT(D2BackboneMixin, DiNAT, Backbone):
     """DiNAT for Detectron2; reads ``cfg.MODEL.DINAT`` (the official yaml keys)."""
 
-    family = "dinat"
-
 
 @BACKBONE_REGISTRY.register()
 class D2DiNATs(D2BackboneMixin, DiNATs, Backbone):
     """DiNAT_s for Detectron2; reads ``cfg.MODEL.DINATS``."""
-
-    family = "dinat_s"

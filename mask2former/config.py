@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from nattk.backbones.variants import DILATION_PRESETS, variant_kwargs
+from nattk.backbones.nat import NAT, DiNAT, DiNATs
+from nattk.backbones.variants import DILATION_PRESETS, FAMILIES, variant_kwargs
 
-#: ``cfg.MODEL.<key>`` read by each backbone family.
-CONFIG_KEYS = {"nat": "NAT", "dinat": "DINAT", "dinat_s": "DINATS"}
+#: ``cfg.MODEL.<key>`` read by each backbone family: the core class name in capitals
+#: (``NAT``, ``DINAT``, ``DINATS``), the keys of the official ``add_dinat_config``.
+CONFIG_KEYS = {family: cls.__name__.upper() for family, cls in FAMILIES.items()}
 
 #: Detectron2 feature names of the four levels (strides 4, 8, 16, 32).
 FEATURE_NAMES = ("res2", "res3", "res4", "res5")
@@ -48,7 +50,7 @@ def _add_config(cfg, family: str) -> None:
     node = type(cfg)()
     for key, value in _COMMON_DEFAULTS.items():
         setattr(node, key, list(value) if isinstance(value, list) else value)
-    if family != "nat":
+    if family != NAT.family:
         # A list per level, or a preset name of nattk.backbones.variants ("m2f", "coco").
         node.DILATIONS = None
     setattr(cfg.MODEL, CONFIG_KEYS[family], node)
@@ -56,17 +58,17 @@ def _add_config(cfg, family: str) -> None:
 
 def add_nat_config(cfg) -> None:
     """Declares ``cfg.MODEL.NAT.*`` (selected by ``MODEL.BACKBONE.NAME: "D2NAT"``)."""
-    _add_config(cfg, "nat")
+    _add_config(cfg, NAT.family)
 
 
 def add_dinat_config(cfg) -> None:
     """Declares ``cfg.MODEL.DINAT.*`` exactly as the official ``train_m2f.py`` (plus four keys)."""
-    _add_config(cfg, "dinat")
+    _add_config(cfg, DiNAT.family)
 
 
 def add_dinats_config(cfg) -> None:
     """Declares ``cfg.MODEL.DINATS.*`` (selected by ``MODEL.BACKBONE.NAME: "D2DiNATs"``)."""
-    _add_config(cfg, "dinat_s")
+    _add_config(cfg, DiNATs.family)
 
 
 def add_nattk_config(cfg) -> None:
@@ -91,7 +93,7 @@ def out_indices_from_features(out_features) -> list[int]:
 
 
 def _dilations(node, family: str):
-    if family == "nat":
+    if family == NAT.family:
         return None
     value = node.DILATIONS
     if value is None:

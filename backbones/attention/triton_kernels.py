@@ -113,6 +113,45 @@ def _dot(a, b, IEEE: tl.constexpr):
     return tl.dot(a, b)
 
 
+@triton.jit
+def _program_tile(
+    height, width, dil_r, dil_c, tiles_r, tiles_c, heads, TH: tl.constexpr, TW: tl.constexpr
+):
+    """This program's tile (one dilation group), batch and head, and its points.
+
+    Returns the group offsets and lengths, the tile's first group coordinates, batch and
+    head, then each point's group coordinates ``p_r``/``p_c`` and whether it is inside
+    the group (``ok``).
+    """
+    grp_r, grp_c, len_r, len_c, first_r, first_c = _tile(
+        tl.program_id(0), height, width, dil_r, dil_c, tiles_r, tiles_c, TH, TW
+    )
+    bh = tl.program_id(1)
+    offs = tl.arange(0, TH * TW)
+    p_r = first_r + offs // TW
+    p_c = first_c + offs % TW
+    ok = (p_r < len_r) & (p_c < len_c)
+    batch = (bh // heads).to(tl.int64)
+    return grp_r, grp_c, len_r, len_c, first_r, first_c, batch, bh % heads, p_r, p_c, ok
+
+
+@triton.jit
+def _load_keys(
+    k_ptr, v_ptr, start, n_keys, halo_r, halo_c, ext_c, grp_r, grp_c, dil_r, dil_c,
+    in_head, s_r, s_c, d, d_ok, BN: tl.constexpr,
+):  # fmt: skip
+    """Block ``start .. start+BN`` of a halo walked in raster order: coordinates, k, v."""
+    n = start + tl.arange(0, BN)
+    k_ok = n < n_keys
+    kg_r = halo_r + n // ext_c
+    kg_c = halo_c + n % ext_c
+    k_off = in_head + (grp_r + kg_r * dil_r) * s_r + (grp_c + kg_c * dil_c) * s_c
+    kv_mask = k_ok[:, None] & d_ok[None, :]
+    k = tl.load(k_ptr + k_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(v_ptr + k_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+    return k_ok, kg_r, kg_c, k, v
+
+
 @triton.jit(do_not_specialize=_RUNTIME)
 def na2d_fwd_kernel(
     q_ptr, k_ptr, v_ptr, rpb_ptr, out_ptr, lse_ptr,
@@ -124,17 +163,9 @@ def na2d_fwd_kernel(
     BN: tl.constexpr, BD: tl.constexpr, HAS_RPB: tl.constexpr, IEEE: tl.constexpr,
 ):  # fmt: skip
     """Forward: ``out = softmax(scale * q.k + rpb) v`` and the natural-log ``lse`` per query."""
-    grp_r, grp_c, len_r, len_c, first_r, first_c = _tile(
-        tl.program_id(0), height, width, dil_r, dil_c, tiles_r, tiles_c, TH, TW
+    grp_r, grp_c, len_r, len_c, first_r, first_c, batch, head, g_r, g_c, q_ok = _program_tile(
+        height, width, dil_r, dil_c, tiles_r, tiles_c, heads, TH, TW
     )
-    bh = tl.program_id(1)
-    batch = (bh // heads).to(tl.int64)
-    head = bh % heads
-
-    offs = tl.arange(0, TH * TW)
-    g_r = first_r + offs // TW
-    g_c = first_c + offs % TW
-    q_ok = (g_r < len_r) & (g_c < len_c)
     ws_r = _window_start(g_r, len_r, KH)
     ws_c = _window_start(g_c, len_c, KW)
     row = grp_r + g_r * dil_r
@@ -156,14 +187,10 @@ def na2d_fwd_kernel(
     acc = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
     for start in range(0, n_keys, BN):
-        n = start + tl.arange(0, BN)
-        k_ok = n < n_keys
-        kg_r = halo_r + n // ext_c
-        kg_c = halo_c + n % ext_c
-        k_off = in_head + (grp_r + kg_r * dil_r) * s_r + (grp_c + kg_c * dil_c) * s_c
-        kv_mask = k_ok[:, None] & d_ok[None, :]
-        k = tl.load(k_ptr + k_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_ptr + k_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        k_ok, kg_r, kg_c, k, v = _load_keys(
+            k_ptr, v_ptr, start, n_keys, halo_r, halo_c, ext_c, grp_r, grp_c, dil_r, dil_c,
+            in_head, s_r, s_c, d, d_ok, BN,
+        )  # fmt: skip
 
         index, inside = _bias_and_mask(
             g_r[:, None], g_c[:, None], ws_r[:, None], ws_c[:, None],
@@ -205,18 +232,9 @@ def na2d_bwd_dq_kernel(
     ``drpb`` is accumulated with fp32 atomics into one of ``copies`` stripes of
     ``drpb_ptr`` (chosen by program id), summed by the caller.
     """
-    pid = tl.program_id(0)
-    grp_r, grp_c, len_r, len_c, first_r, first_c = _tile(
-        pid, height, width, dil_r, dil_c, tiles_r, tiles_c, TH, TW
+    grp_r, grp_c, len_r, len_c, first_r, first_c, batch, head, g_r, g_c, q_ok = _program_tile(
+        height, width, dil_r, dil_c, tiles_r, tiles_c, heads, TH, TW
     )
-    bh = tl.program_id(1)
-    batch = (bh // heads).to(tl.int64)
-    head = bh % heads
-
-    offs = tl.arange(0, TH * TW)
-    g_r = first_r + offs // TW
-    g_c = first_c + offs % TW
-    q_ok = (g_r < len_r) & (g_c < len_c)
     ws_r = _window_start(g_r, len_r, KH)
     ws_c = _window_start(g_c, len_c, KW)
     row = grp_r + g_r * dil_r
@@ -241,19 +259,15 @@ def na2d_bwd_dq_kernel(
     n_keys = ext_r * ext_c
     table = (2 * KH - 1) * (2 * KW - 1)
     rpb_head = rpb_ptr + head * table
-    drpb_head = drpb_ptr + ((pid % copies) * heads + head) * table
+    drpb_head = drpb_ptr + ((tl.program_id(0) % copies) * heads + head) * table
 
     dq = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
     for start in range(0, n_keys, BN):
-        n = start + tl.arange(0, BN)
-        k_ok = n < n_keys
-        kg_r = halo_r + n // ext_c
-        kg_c = halo_c + n % ext_c
-        k_off = in_head + (grp_r + kg_r * dil_r) * s_r + (grp_c + kg_c * dil_c) * s_c
-        kv_mask = k_ok[:, None] & d_ok[None, :]
-        k = tl.load(k_ptr + k_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_ptr + k_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        k_ok, kg_r, kg_c, k, v = _load_keys(
+            k_ptr, v_ptr, start, n_keys, halo_r, halo_c, ext_c, grp_r, grp_c, dil_r, dil_c,
+            in_head, s_r, s_c, d, d_ok, BN,
+        )  # fmt: skip
 
         index, inside = _bias_and_mask(
             g_r[:, None], g_c[:, None], ws_r[:, None], ws_c[:, None],
@@ -286,17 +300,9 @@ def na2d_bwd_dkdv_kernel(
     BN: tl.constexpr, BD: tl.constexpr, HAS_RPB: tl.constexpr, IEEE: tl.constexpr,
 ):  # fmt: skip
     """Backward over a key tile: ``dk`` and ``dv`` from the queries whose windows hold its keys."""
-    grp_r, grp_c, len_r, len_c, first_r, first_c = _tile(
-        tl.program_id(0), height, width, dil_r, dil_c, tiles_r, tiles_c, TH, TW
+    grp_r, grp_c, len_r, len_c, first_r, first_c, batch, head, kg_r, kg_c, k_ok = _program_tile(
+        height, width, dil_r, dil_c, tiles_r, tiles_c, heads, TH, TW
     )
-    bh = tl.program_id(1)
-    batch = (bh // heads).to(tl.int64)
-    head = bh % heads
-
-    offs = tl.arange(0, TH * TW)
-    kg_r = first_r + offs // TW
-    kg_c = first_c + offs % TW
-    k_ok = (kg_r < len_r) & (kg_c < len_c)
     row = grp_r + kg_r * dil_r
     col = grp_c + kg_c * dil_c
     d = tl.arange(0, BD)

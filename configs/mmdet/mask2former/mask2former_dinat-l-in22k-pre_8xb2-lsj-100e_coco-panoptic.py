@@ -5,12 +5,14 @@
 # embeddings (rpb *is* decayed, as in Detectron2), full-model grad clip 0.01, FP32,
 # 16 images per step for 100 epochs (737,500 iterations, steps at 655,556 / 710,184).
 _base_ = 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py'
+from nattk.backbones.pretrained import pretrained_url  # noqa: E402
+
 custom_imports = dict(imports=['nattk.detection'], allow_failed_imports=False)
 
 # The yaml names "dinat_large_in22k_224.pkl", the kernel-7 file, while building a
 # kernel-11 model; the 11x11-interpolated 22k weights are the consistent choice
 # (kernel-7 files also load: their rpb are resized bicubically).
-pretrained = 'https://shi-labs.com/projects/dinat/checkpoints/imagenet22k/dinat_large_in22k_224_11x11interp.pth'  # noqa
+pretrained = pretrained_url('dinat_large.in22k_224_k11')
 # Published weights (Detectron2 layout).
 published_checkpoint = 'https://shi-labs.com/projects/dinat/checkpoints/m2f/mask2former_dinat_large_coco_panoptic.pth'  # noqa
 

@@ -2,8 +2,10 @@ _base_ = [
     '../_base_/models/cascade-mask-rcnn_nat_fpn.py',
     '../_base_/coco-instance_ms-crop-3x.py',
 ]
+from nattk.backbones.pretrained import pretrained_url  # noqa: E402
+
 # ImageNet weights the published model started from.
-pretrained = 'https://shi-labs.com/projects/nat/checkpoints/CLS/nat_small.pth'  # noqa
+pretrained = pretrained_url('nat_small.in1k_224')
 # The published COCO weights (mmdet 2.x layout; see tools/convert_legacy_checkpoint.py).
 published_checkpoint = 'https://shi-labs.com/projects/nat/checkpoints/DET/nat_small_cascademaskrcnn.pth'  # noqa
 model = dict(

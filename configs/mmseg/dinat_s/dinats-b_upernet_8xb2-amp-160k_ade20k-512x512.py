@@ -1,6 +1,8 @@
 _base_ = '../_base_/upernet_nat_ade20k-512x512_160k.py'
+from nattk.backbones.pretrained import pretrained_url  # noqa: E402
+
 # ImageNet weights the published model started from.
-pretrained = 'https://shi-labs.com/projects/dinat/checkpoints/imagenet1k/dinat_s_base_in1k_224.pth'  # noqa
+pretrained = pretrained_url('dinat_s_base.in1k_224')
 # The published ADE20K weights (mmseg 0.x layout; see tools/convert_legacy_checkpoint.py).
 published_checkpoint = 'https://shi-labs.com/projects/dinat/checkpoints/ade20k/upernet_dinat_s_base.pth'  # noqa
 model = dict(

@@ -1,9 +1,11 @@
 _base_ = '../_base_/upernet_nat_ade20k-512x512_160k.py'
+from nattk.backbones.pretrained import pretrained_url  # noqa: E402
+
 # The official file is named "640x640" but inherits the 512x512 ADE20K pipeline
 # unchanged; only its dilations (the 'ade20k640' preset: 20/10/5/2) were set for
 # 640-scale inputs. This config keeps what the official one ran: 512x512 crops.
 # ImageNet weights the published model started from.
-pretrained = 'https://shi-labs.com/projects/dinat/checkpoints/imagenet22k/dinat_s_large_in22k_224.pth'  # noqa
+pretrained = pretrained_url('dinat_s_large.in22k_224')
 # The published ADE20K weights (mmseg 0.x layout; see tools/convert_legacy_checkpoint.py).
 published_checkpoint = 'https://shi-labs.com/projects/dinat/checkpoints/ade20k/upernet_dinat_s_large.pth'  # noqa
 model = dict(

@@ -7,11 +7,13 @@
 # Detectron2), single-category crop limit off, grad clip 0.01,
 # FP32, 160k iterations of poly (0.9) at 16 images per step.
 _base_ = 'mmseg::mask2former/mask2former_swin-b-in1k-384x384-pre_8xb2-160k_ade20k-640x640.py'
+from nattk.backbones.pretrained import pretrained_url  # noqa: E402
+
 custom_imports = dict(imports=['nattk.segmentation'], allow_failed_imports=False)
 
 # The yaml names the kernel-7 22k file for a kernel-11 model; the 11x11-interpolated
 # 22k weights are the consistent choice (kernel-7 files load with resized rpb).
-pretrained = 'https://shi-labs.com/projects/dinat/checkpoints/imagenet22k/dinat_large_in22k_224_11x11interp.pth'  # noqa
+pretrained = pretrained_url('dinat_large.in22k_224_k11')
 # Published weights (Detectron2 layout).
 published_checkpoint = 'https://shi-labs.com/projects/dinat/checkpoints/m2f/mask2former_dinat_large_ade20k_semantic.pth'  # noqa
 

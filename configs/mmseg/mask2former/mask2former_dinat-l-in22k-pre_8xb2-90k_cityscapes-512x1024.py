@@ -6,9 +6,11 @@
 # optimiser settings, FP32,
 # 90k iterations of poly (0.9) at 16 images per step.
 _base_ = 'mmseg::mask2former/mask2former_r50_8xb2-90k_cityscapes-512x1024.py'
+from nattk.backbones.pretrained import pretrained_url  # noqa: E402
+
 custom_imports = dict(imports=['nattk.segmentation'], allow_failed_imports=False)
 
-pretrained = 'https://shi-labs.com/projects/dinat/checkpoints/imagenet22k/dinat_large_in22k_224_11x11interp.pth'  # noqa
+pretrained = pretrained_url('dinat_large.in22k_224_k11')
 published_checkpoint = 'https://shi-labs.com/projects/dinat/checkpoints/m2f/mask2former_dinat_large_cityscapes_semantic.pth'  # noqa
 
 model = dict(
