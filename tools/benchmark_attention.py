@@ -237,6 +237,33 @@ def _shift_mask(hp, wp, window, shift, device):
     return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
 
 
+def _swin_layer_pair(attention, bias, window: int):
+    """``make(q, k, v)`` of one W-MSA plus one SW-MSA (Swin alternates them).
+
+    ``bias()`` gives the ``[heads, window², window²]`` bias inside the timed call, so
+    its gather is timed too where it is computed.
+    """
+
+    def make(q, k, v):
+        def fn():
+            table = bias()
+            return (
+                attention(q, k, v, table, window, 0)
+                + attention(q, k, v, table, window, window // 2)
+            ) * 0.5
+
+        return fn
+
+    return make
+
+
+def _per_layer(pair: Result) -> Result:
+    """Halves the times of a :func:`_swin_layer_pair` measurement: the mean layer."""
+    pair.fwd_ms = None if pair.fwd_ms is None else pair.fwd_ms / 2
+    pair.fwd_bwd_ms = None if pair.fwd_bwd_ms is None else pair.fwd_bwd_ms / 2
+    return pair
+
+
 def swin_window_sdpa(q, k, v, bias, window: int, shift: int):
     """Swin (SW-)MSA as window partition + ``scaled_dot_product_attention``.
 
@@ -367,29 +394,19 @@ def run_shape(shape: Shape, args, device, dtype) -> list[Result]:
         (2 * window - 1) ** 2, shape.heads, device=device, dtype=dtype, requires_grad=True
     )
 
-    def make_swin(q, k, v):
-        def fn():
-            table = (
-                swin_rpb[rel_index.reshape(-1).to(device)]
-                .view(window**2, window**2, -1)
-                .permute(2, 0, 1)
-            )
-            a = swin_window_attention(q, k, v, table, window, 0)
-            b = swin_window_attention(q, k, v, table, window, window // 2)
-            return (a + b) * 0.5  # one W-MSA + one SW-MSA: time / 2 = mean layer
-
-        return fn
-
-    swin = measure(
-        shape, "Swin WSA (mean of W-MSA, SW-MSA)", make_swin, device, dtype, args.repeats, True
-    )
-    for field_name in ("fwd_ms", "fwd_bwd_ms", "peak_extra_mb"):
-        value = getattr(swin, field_name)
-        setattr(
-            swin,
-            field_name,
-            None if value is None else value / (1 if field_name == "peak_extra_mb" else 2),
+    def table():
+        return (
+            swin_rpb[rel_index.reshape(-1).to(device)]
+            .view(window**2, window**2, -1)
+            .permute(2, 0, 1)
         )
+
+    make_swin = _swin_layer_pair(swin_window_attention, table, window)
+    swin = _per_layer(
+        measure(
+            shape, "Swin WSA (mean of W-MSA, SW-MSA)", make_swin, device, dtype, args.repeats, True
+        )
+    )
     results.append(swin)
 
     n = shape.height * shape.width
@@ -479,18 +496,12 @@ def run_shape_gpu(shape: Shape, args, device, dtype) -> list[Result]:
     results = _na_rows(shape, args, device, dtype, rpb)
     swin_bias = torch.randn(shape.heads, kk * kk, kk * kk, device=device, requires_grad=True)
 
-    def make_swin(q, k, v):
-        def fn():
-            a = swin_window_sdpa(q, k, v, swin_bias, kk, 0)
-            b = swin_window_sdpa(q, k, v, swin_bias, kk, kk // 2)
-            return (a + b) * 0.5  # one W-MSA + one SW-MSA: time / 2 = mean layer
-
-        return fn
-
-    swin = measure(
-        shape, "Swin WSA (SDPA, mean of W/SW)", make_swin, device, dtype, args.repeats, True
+    make_swin = _swin_layer_pair(swin_window_sdpa, lambda: swin_bias, kk)
+    swin = _per_layer(
+        measure(
+            shape, "Swin WSA (SDPA, mean of W/SW)", make_swin, device, dtype, args.repeats, True
+        )
     )
-    swin.fwd_ms, swin.fwd_bwd_ms = swin.fwd_ms / 2, swin.fwd_bwd_ms / 2
     results.append(swin)
     dense = measure(
         shape, "dense SDPA (all tokens)", lambda q, k, v: (lambda: dense_sdpa(q, k, v)),
