@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-import make_toy_dataset  # noqa: E402
+from nattk import make_toy_dataset  # noqa: E402
 
 TASKS = {
     "det": dict(
