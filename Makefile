@@ -1,11 +1,12 @@
 # nat-toolkit developer entry points. `make help` lists them.
 PY := .venv/bin/python
 
-.PHONY: help env quickstart test lint benchmark-attention collect-env
+.PHONY: help env quickstart test test-fast lint benchmark-attention collect-env
 
 help:
 	@echo "make quickstart          set up .venv (idempotent) and run the main job on its embedded default"
 	@echo "make test                set up .venv (idempotent), lint, run the test suite"
+	@echo "make test-fast           lint, run the tests not marked slow (< 3 min on 2 cores)"
 	@echo "make env                 only create/update .venv (first run builds mmcv: ~30 min on 2 cores)"
 	@echo "make benchmark-attention full attention benchmark -> docs/benchmarks.md inputs in bench_out/"
 	@echo "make collect-env         print versions and available attention backends"
@@ -22,6 +23,9 @@ lint: env
 
 test: lint
 	$(PY) -m pytest -q tests
+
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow" tests
 
 benchmark-attention: env
 	$(PY) tools/benchmark_attention.py --out bench_out

@@ -6,7 +6,8 @@ The repository's top-level folders install as subpackages of this one:
 ``nattk.mask2former`` (the adapters) and ``openmmlab`` -> ``nattk.openmmlab`` (the glue
 the two OpenMMLab adapters share). The modules of this folder are the applications:
 the logic behind ``tools/`` (checkpoint converters, FLOPs, ONNX export, environment
-report, toy datasets) and the quickstart/demo pieces (inference, pictures).
+report, toy datasets, the quickstart: ``quickstart*.py``) and the pieces the quickstart
+and the demo share (inference, pictures, console progress bars, output capture).
 """
 
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable, Optional
 
 from nattk.toy_data import make_toy_ade20k, make_toy_cityscapes, make_toy_coco
 
@@ -31,13 +32,17 @@ def make(
     max_shapes: int,
     seed: int,
     cluttered: bool = True,
+    progress: Optional[Callable[[], None]] = None,
 ) -> Path:
-    """Writes one dataset; see :mod:`nattk.toy_data` for the layouts."""
+    """Writes one dataset; see :mod:`nattk.toy_data` for the layouts.
+
+    ``progress`` (COCO and ADE20K layouts) is called after each image is written.
+    """
     size = tuple(size)
     if kind == "coco":
-        return make_toy_coco(out, num_train, num_val, size, max_shapes, seed, cluttered)
+        return make_toy_coco(out, num_train, num_val, size, max_shapes, seed, cluttered, progress)
     if kind == "ade20k":
-        return make_toy_ade20k(out, num_train, num_val, size, seed, cluttered, max_shapes)
+        return make_toy_ade20k(out, num_train, num_val, size, seed, cluttered, max_shapes, progress)
     if kind == "cityscapes":
         return make_toy_cityscapes(out, num_train, num_val, size, seed)
     raise ValueError(f"unknown dataset kind {kind!r}; choose coco, ade20k or cityscapes")

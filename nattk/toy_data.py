@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -176,6 +176,7 @@ def make_toy_coco(
     max_shapes: int = 3,
     seed: int = 0,
     cluttered: bool = False,
+    progress: Optional[Callable[[], None]] = None,
 ) -> Path:
     """Writes a COCO-format instance + panoptic dataset under ``root``.
 
@@ -195,6 +196,7 @@ def make_toy_coco(
         seed: Random seed; the same arguments always produce the same files.
         cluttered: Random colours and textures, partial occlusion (masks and boxes of
             the visible parts) and background clutter, instead of two flat colours.
+        progress: Called once after each image is written.
 
     Returns:
         ``root`` as a :class:`~pathlib.Path`.
@@ -218,6 +220,8 @@ def make_toy_coco(
             image, shapes = scene(rng, height, width, max_shapes)
             file_name = f"{image_id:012d}.jpg"
             _write_image(root / split / file_name, image)
+            if progress is not None:
+                progress()
             images.append(dict(id=image_id, file_name=file_name, height=height, width=width))
             ids = np.full((height, width), stuff_id * 1000, dtype=np.int64)
             segments = []
@@ -290,12 +294,14 @@ def make_toy_ade20k(
     seed: int = 0,
     cluttered: bool = False,
     max_shapes: int = 3,
+    progress: Optional[Callable[[], None]] = None,
 ) -> Path:
     """Writes a semantic-segmentation set in the ADE20K layout under ``root``.
 
     ``images/{training,validation}/*.jpg`` and ``annotations/{training,validation}/*.png``
     with ADE20K's label convention: 0 is "other" (ignored with ``reduce_zero_label``),
-    1 background, 2 square, 3 disk. ``cluttered`` as in :func:`make_toy_coco`.
+    1 background, 2 square, 3 disk. ``cluttered`` and ``progress`` as in
+    :func:`make_toy_coco`.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -306,6 +312,8 @@ def make_toy_ade20k(
             name = f"ADE_{split[:5]}_{index:08d}"
             _write_image(root / "images" / split / f"{name}.jpg", image)
             _write_image(root / "annotations" / split / f"{name}.png", labels[:, :, None])
+            if progress is not None:
+                progress()
     return root
 
 

@@ -86,13 +86,17 @@ def build_runner(cfg: Config):
     """The runner of ``cfg``: :class:`~nattk.openmmlab.runner.CrashSafeRunner` unless it names one.
 
     Distributed runs without CUDA are prepared first (gloo; see
-    :func:`~nattk.openmmlab.runner.setup_distributed`).
+    :func:`~nattk.openmmlab.runner.setup_distributed`). Known-harmless framework
+    warnings are ignored and noisy log records, such as MMEngine's per-parameter
+    ``paramwise_options`` dump, are logged at DEBUG level (see :mod:`nattk.openmmlab.quiet`).
     """
     from mmengine.registry import RUNNERS
 
+    from nattk.openmmlab.quiet import demote_noisy_records, ignore_harmless_warnings
     from nattk.openmmlab.runner import CrashSafeRunner, setup_distributed
 
+    ignore_harmless_warnings()
     setup_distributed(cfg)
-    if "runner_type" in cfg:
-        return RUNNERS.build(cfg)
-    return CrashSafeRunner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if "runner_type" in cfg else CrashSafeRunner.from_cfg(cfg)
+    demote_noisy_records(runner.logger)
+    return runner

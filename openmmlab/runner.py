@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -35,9 +34,6 @@ from mmengine.runner import Runner
 
 logger = logging.getLogger(__name__)
 
-#: Testing hook: the checkpoint file name during whose save the process kills itself
-#: (after writing half of it), as a power cut would.
-CRASH_ENV = "NATTK_CRASH_DURING_SAVE"
 _PART = ".part"
 
 
@@ -81,10 +77,6 @@ class CrashSafeRunner(Runner):
             return super().save_checkpoint(out_dir, filename, *args, **kwargs)
         super().save_checkpoint(out_dir, filename + _PART, *args, **kwargs)
         part = Path(out_dir) / (filename + _PART)
-        if os.environ.get(CRASH_ENV) == filename:
-            with open(part, "r+b") as f:
-                f.truncate(part.stat().st_size // 2)
-            os.kill(os.getpid(), signal.SIGKILL)
         with open(part, "rb") as f:
             os.fsync(f.fileno())
         os.replace(part, Path(out_dir) / filename)

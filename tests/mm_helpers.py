@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from mmengine.config import Config
 
@@ -26,6 +27,18 @@ TINY_BACKBONE = dict(
     init_cfg=None,
 )
 TINY_DILATIONS = [[1], [2], [1, 2], [1]]
+
+
+def fast_tier_only(paths, *keys: str) -> list:
+    """``paths`` as test parameters, those whose name contains none of ``keys`` marked slow.
+
+    Building a full-size published model takes a second or more: the fast tier
+    (``-m "not slow"``) builds a few representative configs, the full suite all of them.
+    """
+    return [
+        p if any(k in p.name for k in keys) else pytest.param(p, marks=pytest.mark.slow)
+        for p in paths
+    ]
 
 
 def set_num_classes(node, num_classes: int) -> None:

@@ -80,6 +80,7 @@ def _forward_backward(model, x, run=None):
     return [f.detach() for f in features], grads
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_equals_eager():
     """Dilations and small-map padding (levels 1-2 pad at 64x96) in one graph, fwd and bwd."""
     model = tiny_dinat()
@@ -94,6 +95,7 @@ def test_compile_fullgraph_equals_eager():
         assert torch.allclose(grads[name], grad, atol=1e-6, rtol=1e-4), name
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_under_autocast_equals_eager():
     model = tiny_dinat()
     x = torch.randn(1, 3, 64, 96)
@@ -119,6 +121,7 @@ def test_export_keeps_operators_and_decomposes_them():
     assert max_abs_difference(expected, decomposed.module()(x)) < 1e-5
 
 
+@pytest.mark.slow
 def test_dynamic_export_follows_the_input_size():
     model = tiny_dinat().eval()
     low = smallest_unpadded_input(model)
@@ -133,6 +136,7 @@ def test_dynamic_export_follows_the_input_size():
 
 
 # --------------------------------------------------------------------------- ONNX
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(64, 96), (224, 160)], ids=["padded-small-maps", "unpadded"])
 def test_onnx_backbone_matches_pytorch(size, tmp_path):
     pytest.importorskip("onnxruntime")
@@ -143,6 +147,7 @@ def test_onnx_backbone_matches_pytorch(size, tmp_path):
         assert max_abs_difference(model(x), onnxruntime_outputs(path, x)) < 1e-4
 
 
+@pytest.mark.slow
 def test_onnx_dynamic_backbone_runs_at_two_sizes(tmp_path):
     pytest.importorskip("onnxruntime")
     model = tiny_dinat().eval()
@@ -237,6 +242,7 @@ def test_flex_raises_instead_of_running_eagerly_past_the_recompile_limit(monkeyp
             flex_backend.attention(q, q, q, (3, 3), (2, 2), rpb, 0.25)
 
 
+@pytest.mark.slow
 def test_index_table_cache_is_bounded():
     cache = indices.AXIS_CACHE
     cache.clear()
@@ -252,6 +258,7 @@ def test_index_table_cache_is_bounded():
 
 
 # --------------------------------------------------------------------------- the tool
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(64, 96), (128, 160)], ids=["padded-small-maps", "unpadded"])
 def test_export_tool_writes_a_whole_upernet_segmentor(size, tmp_path, capsys):
     """UperNet + DiNAT (the quickstart's toy config), whole-image logits, checked by onnxruntime."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mm_helpers import REPO, reduced_detection_config, run_tool
+from mm_helpers import REPO, fast_tier_only, reduced_detection_config, run_tool
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -44,7 +44,9 @@ def test_one_config_per_published_row():
     assert stems == set(PUBLISHED_PARAMS)
 
 
-@pytest.mark.parametrize("path", DETECTION_CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", fast_tier_only(DETECTION_CONFIGS, "-t_", "_fpn_ms-"), ids=lambda p: p.stem
+)
 def test_config_builds_with_published_recipe(path: Path):
     cfg = Config.fromfile(path)
     assert cfg.default_scope == "mmdet"
@@ -141,6 +143,7 @@ def toy_coco(tmp_path_factory):
     return make_toy_coco(tmp_path_factory.mktemp("toy_coco"), num_train=4, num_val=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config",
     [
@@ -172,6 +175,7 @@ def test_train_test_resume_end_to_end(config, toy_coco, tmp_path):
 
 
 # ----------------------------------------------------------------------------- tools
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config, params, flops",
     [

@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nattk.openmmlab.runner import CRASH_ENV, is_complete_checkpoint
+from nattk.openmmlab.runner import is_complete_checkpoint
 from nattk.toy_data import make_toy_ade20k
+
+pytestmark = pytest.mark.slow  # every test trains in subprocesses
 
 REPO = Path(__file__).resolve().parents[1]
 ITERS = 6
@@ -161,8 +163,11 @@ def test_sigkill_then_resume_continues_the_uninterrupted_trajectory(config, sing
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    # 2. Resume; the process kills itself half-way through writing iter_4.pth.
-    crashed = _train(config, work, "--resume", env=_env(**{CRASH_ENV: "iter_4.pth"}), check=False)
+    # 2. Resume; the process is killed half-way through writing iter_4.pth (by
+    # tests/crash_launcher.py, which runs tools/train.py).
+    launcher = str(REPO / "tests" / "crash_launcher.py")
+    crashed = _run(sys.executable, launcher, "iter_4.pth", str(config), "--work-dir", str(work),
+                   "--resume", check=False)  # fmt: skip
     assert crashed.returncode == -signal.SIGKILL
     assert not (work / "iter_4.pth").exists() and (work / "iter_4.pth.part").exists()
     # 3. Resume again: from iter_2 (the newest complete checkpoint) to the end.

@@ -33,6 +33,7 @@ PUBLISHED_FLOPS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,size,kernel,preset,published", PUBLISHED_FLOPS)
 def test_flops_match_published_table_within_2_percent(name, size, kernel, preset, published):
     model = create_model(name, kernel_size=kernel, dilations=preset)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mm_helpers import REPO, run_tool, tiny_backbone
+from mm_helpers import REPO, fast_tier_only, run_tool, tiny_backbone
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -38,7 +38,7 @@ def test_every_published_task_has_a_config():
         assert sum(key in p.name for p in M2F_CONFIGS) == 1, key
 
 
-@pytest.mark.parametrize("path", M2F_CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", fast_tier_only(M2F_CONFIGS, "coco-panoptic"), ids=lambda p: p.stem)
 def test_config_builds_with_published_recipe(path):
     cfg = Config.fromfile(path)
     things, stuff, dataset = next(v for k, v in TASKS.items() if k in path.name)
@@ -107,6 +107,7 @@ def reduced_m2f_config(data_root: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_mask2former_panoptic_trains_and_evaluates(tmp_path):
     data = make_toy_coco(tmp_path / "toy", num_train=4, num_val=2)
     cfg_path = reduced_m2f_config(data, tmp_path / "m2f.py")

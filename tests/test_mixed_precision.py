@@ -188,6 +188,7 @@ def toy_coco(tmp_path_factory):
     return make_toy_coco(tmp_path_factory.mktemp("toy_coco"), num_train=4, num_val=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", LOW)
 def test_mask_rcnn_dinat_trains_under_autocast(dtype, toy_coco, tmp_path):
     """A reduced DiNAT Mask R-CNN: one real optimizer step with the forward under autocast.

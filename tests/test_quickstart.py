@@ -66,6 +66,7 @@ def test_neighborhood_weights_cover_the_dilated_window(dilation):
     assert np.count_nonzero(corner) == 9
 
 
+@pytest.mark.slow
 def test_short_segmentation_quickstart_learns_and_writes_outputs(tmp_path):
     work, data = tmp_path / "work", tmp_path / "data"
     output = run_tool(
@@ -90,3 +91,19 @@ def test_short_segmentation_quickstart_learns_and_writes_outputs(tmp_path):
     )  # fmt: skip
     height, width = _assert_png(out).shape[:2]  # image | prediction, enlarged for legibility
     assert height % cv2.imread(str(image)).shape[0] == 0 and width == 2 * height
+
+    # The console is for a person: one line per phase, then the results table and the
+    # paths of the pictures; everything the frameworks print goes to the log file.
+    assert "paramwise_options" not in output and "Warning" not in output
+    lines = output.rstrip().splitlines()
+    assert len(lines) < 40, output
+    for phase in ("data ", "setup ", "untrained ", "train ", "eval 20 ", "eval 80 ", "pictures "):
+        assert any(line.strip().startswith(phase) for line in lines), (phase, output)
+    assert any(line.strip().startswith("train ") and "ETA" in line for line in lines), output
+    header = next(i for i, line in enumerate(lines) if line.startswith("quickstart results"))
+    assert "untrained" in lines[header + 1] and lines[header + 2].split()[0] == "seg"
+    assert lines[-1].strip() == f"{work / 'seg' / 'predictions'}/ (6 overlays)"
+    assert [e["iter"] for e in metrics["evaluations"]] == [0, 20, 40, 60, 80]
+    log = (work / "seg" / "quickstart.log").read_text()
+    assert "Iter(train)" in log and "per class results" in log
+    assert len(log.splitlines()) > 10 * len(lines)

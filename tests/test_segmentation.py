@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mm_helpers import REPO, run_tool, set_num_classes, tiny_backbone
+from mm_helpers import REPO, fast_tier_only, run_tool, set_num_classes, tiny_backbone
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -45,7 +45,11 @@ def test_mmdet_and_mmseg_resolve_the_same_registered_class():
     assert DET_MODELS.get("DiNAT") is seg
 
 
-@pytest.mark.parametrize("path", [*UPERNET_CONFIGS, FLAGSHIP], ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    fast_tier_only([*UPERNET_CONFIGS, FLAGSHIP], "-t_", "dinat-l-in22k-pre_upernet"),
+    ids=lambda p: p.stem,
+)
 def test_upernet_config_builds_with_published_recipe(path: Path):
     cfg = Config.fromfile(path)
     assert cfg.default_scope == "mmseg"
@@ -132,6 +136,7 @@ def reduced_upernet(path: Path, data_root: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_upernet_trains_tests_and_runs_tta(tmp_path):
     data = make_toy_ade20k(tmp_path / "ade", num_train=4, num_val=2)
     config = reduced_upernet(
@@ -152,6 +157,7 @@ def test_upernet_trains_tests_and_runs_tta(tmp_path):
         assert re.search(r"mIoU: [\d.]+", log), log[-2000:]
 
 
+@pytest.mark.slow
 def test_flagship_command_runs_on_cpu_with_shrinking_options(tmp_path):
     """The README's command: the real DiNAT-L config, shrunk only through --cfg-options."""
     data = make_toy_ade20k(tmp_path / "ade", num_train=2, num_val=1)
@@ -186,6 +192,7 @@ def reduced_m2f_semantic(path: Path, data_root: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_mask2former_semantic_trains_and_evaluates(tmp_path):
     data = make_toy_cityscapes(tmp_path / "cityscapes", num_train=4, num_val=2)
     config = reduced_m2f_semantic(M2F_CONFIGS[-1], data, tmp_path / "m2f.py")
@@ -201,6 +208,7 @@ def test_mask2former_semantic_trains_and_evaluates(tmp_path):
 
 
 # ----------------------------------------------------------------------------- tools
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config, params, flops, expected_shape",
     [("nat/nat-t_upernet_8xb2-amp-160k_ade20k-512x512.py", 58, 934, (512, 2048))],

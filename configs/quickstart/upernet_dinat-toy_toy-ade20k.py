@@ -82,3 +82,5 @@ log_processor = dict(by_epoch=False)
 # Seeded data order, augmentation and initialisation; `deterministic` pins cuDNN's
 # algorithms on a GPU (on a CPU the results depend on the thread count and the CPU).
 randomness = dict(seed=0, deterministic=True)
+# mmseg's default runtime turns cuDNN benchmarking on; `deterministic` wants it off.
+env_cfg = dict(cudnn_benchmark=False)
