@@ -17,7 +17,7 @@ import torch
 from nattk.backbones.checkpoint import missing_weights_error
 from nattk.backbones.nat import NeighborhoodTransformer
 
-from .config import CONFIG_KEYS, FEATURE_NAMES, backbone_kwargs
+from .config import FEATURE_NAMES, TOOLKIT_KEYS, backbone_kwargs, family_node
 
 logger = logging.getLogger(__name__)
 
@@ -28,18 +28,20 @@ class D2BackboneMixin:
     Use as ``class D2DiNAT(D2BackboneMixin, DiNAT, Backbone)``.
 
     Args:
-        cfg: Detectron2 config with ``MODEL.<NAT|DINAT|DINATS>`` declared.
+        cfg: Detectron2 config with ``MODEL.<NAT|DINAT|DINATS>`` (or OneFormer's
+            ``MODEL.DiNAT``) declared; see :func:`~nattk.mask2former.config.family_node`.
         input_shape: Detectron2 ``ShapeSpec`` of the image (only ``channels`` is read);
             ``None`` means 3 channels.
     """
 
     def __init__(self, cfg, input_shape=None) -> None:
         family = self._core_family()
-        node = getattr(cfg.MODEL, CONFIG_KEYS[family])
+        name, node = family_node(cfg, family)
         in_chans = 3 if getattr(input_shape, "channels", None) is None else input_shape.channels
-        super().__init__(**backbone_kwargs(node, family, in_chans=in_chans))
-        self.config_key = f"MODEL.{CONFIG_KEYS[family]}"
-        self.allow_missing_weights = bool(node.ALLOW_MISSING_WEIGHTS)
+        super().__init__(**backbone_kwargs(node, family, in_chans=in_chans, name=name))
+        self.config_key = name
+        allow = node.get("ALLOW_MISSING_WEIGHTS", TOOLKIT_KEYS["ALLOW_MISSING_WEIGHTS"])
+        self.allow_missing_weights = bool(allow)
         self._out_features = [FEATURE_NAMES[i] for i in self.out_indices]
         self._out_feature_channels = dict(zip(self._out_features, self.out_channels))
         self._out_feature_strides = dict(zip(self._out_features, self.out_strides))

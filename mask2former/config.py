@@ -6,6 +6,12 @@ new: ``LAYER_SCALE`` and ``FROZEN_STAGES`` (the official adapter silently ignore
 and ``WITH_CP`` (gradient checkpointing), plus ``ALLOW_MISSING_WEIGHTS`` (see
 :class:`~nattk.mask2former.backbone_mixin.D2BackboneMixin`).
 
+OneFormer declares its DiNAT keys under ``cfg.MODEL.DiNAT`` (mixed case; yacs keys are
+case-sensitive) with two keys of its own, ``OUT_INDICES`` and ``IN_PATCH_SIZE``, and
+without the four above. :func:`family_node` finds either namespace (a config that
+declares both is refused) and :func:`backbone_kwargs` reads either node, defaulting the
+toolkit-only keys where they are absent.
+
 The functions take any yacs-style ``CfgNode`` (detectron2's, fvcore's or yacs'): new
 nodes are created with ``type(cfg)()``.
 """
@@ -20,6 +26,9 @@ from nattk.backbones.variants import DILATION_PRESETS, FAMILIES, variant_kwargs
 #: ``cfg.MODEL.<key>`` read by each backbone family: the core class name in capitals
 #: (``NAT``, ``DINAT``, ``DINATS``), the keys of the official ``add_dinat_config``.
 CONFIG_KEYS = {family: cls.__name__.upper() for family, cls in FAMILIES.items()}
+
+#: Other names a family's node has in upstream projects: OneFormer's ``MODEL.DiNAT``.
+ALIASES = {DiNAT.family: ("DiNAT",)}
 
 #: Detectron2 feature names of the four levels (strides 4, 8, 16, 32).
 FEATURE_NAMES = ("res2", "res3", "res4", "res5")
@@ -38,17 +47,23 @@ _COMMON_DEFAULTS: dict[str, Any] = {
     "ATTN_DROP_RATE": 0.0,
     "DROP_PATH_RATE": 0.3,
     "OUT_FEATURES": list(FEATURE_NAMES),
-    # Not in the official adapter:
+}
+#: Keys of this toolkit that the official adapter and OneFormer do not declare, with
+#: the defaults a node without them is read with.
+TOOLKIT_KEYS: dict[str, Any] = {
     "LAYER_SCALE": None,
     "FROZEN_STAGES": -1,
     "WITH_CP": False,
     "ALLOW_MISSING_WEIGHTS": False,
 }
+#: The patch size of the core's tokenizer (two stride-2 convolutions); OneFormer declares
+#: it as ``IN_PATCH_SIZE`` (and ignores it).
+PATCH_SIZE = 4
 
 
 def _add_config(cfg, family: str) -> None:
     node = type(cfg)()
-    for key, value in _COMMON_DEFAULTS.items():
+    for key, value in {**_COMMON_DEFAULTS, **TOOLKIT_KEYS}.items():
         setattr(node, key, list(value) if isinstance(value, list) else value)
     if family != NAT.family:
         # A list per level, or a preset name of nattk.backbones.variants ("m2f", "coco").
@@ -77,6 +92,41 @@ def add_nattk_config(cfg) -> None:
         _add_config(cfg, family)
 
 
+def add_toolkit_keys(node) -> None:
+    """Declares the :data:`TOOLKIT_KEYS` a node lacks (e.g. OneFormer's ``MODEL.DiNAT``)."""
+    for key, value in TOOLKIT_KEYS.items():
+        if key not in node:
+            setattr(node, key, value)
+
+
+def family_node(cfg, family: str) -> tuple[str, Any]:
+    """The config node a family's backbone reads, and its full name.
+
+    ``cfg.MODEL.<NAT|DINAT|DINATS>``, or for DiNAT OneFormer's ``cfg.MODEL.DiNAT``.
+
+    Raises:
+        ValueError: Unknown family, neither node declared, or both declared (which of
+            the two a yaml meant cannot be known: declare one).
+    """
+    if family not in CONFIG_KEYS:
+        raise ValueError(f"unknown backbone family {family!r}; choose from {list(CONFIG_KEYS)}")
+    names = (CONFIG_KEYS[family], *ALIASES.get(family, ()))
+    declared = [name for name in names if name in cfg.MODEL]
+    full = " and ".join(f"MODEL.{name}" for name in names)
+    if not declared:
+        raise ValueError(
+            f"{full} are not declared: call nattk.mask2former.add_{family.replace('_', '')}"
+            "_config(cfg) (or, in OneFormer, its own add_dinat_config) before merging a yaml"
+        )
+    if len(declared) > 1:
+        raise ValueError(
+            f"both {full} are declared; the backbone reads one. Use MODEL.{names[0]} with "
+            f"this toolkit's add_*_config (Mask2Former yamls) or OneFormer's MODEL.{names[1]} "
+            "with OneFormer's own add_dinat_config (OneFormer yamls), not both"
+        )
+    return f"MODEL.{declared[0]}", cfg.MODEL[declared[0]]
+
+
 def out_indices_from_features(out_features) -> list[int]:
     """Maps ``["res2", ..., "res5"]`` to level indices ``[0, ..., 3]``.
 
@@ -92,52 +142,79 @@ def out_indices_from_features(out_features) -> list[int]:
     return sorted(FEATURE_NAMES.index(n) for n in names)
 
 
-def _dilations(node, family: str):
+def _dilations(node, family: str, name: str):
     if family == NAT.family:
         return None
     value = node.DILATIONS
     if value is None:
         raise ValueError(
-            f"MODEL.{CONFIG_KEYS[family]}.DILATIONS is not set: give one list of dilations "
+            f"{name}.DILATIONS is not set: give one list of dilations "
             f"per level, or a preset name from {sorted(DILATION_PRESETS[family])} (the "
             "published Mask2Former yamls use the 'm2f' values)"
         )
     return value if isinstance(value, str) else [list(level) for level in value]
 
 
-def backbone_kwargs(node, family: str, in_chans: int = 3) -> dict:
-    """Core-constructor arguments from ``cfg.MODEL.<NAT|DINAT|DINATS>``.
+def _oneformer_keys(node, name: str, out_indices: list[int]) -> None:
+    """Checks OneFormer's own keys (when present) against what the core builds."""
+    patch = node.get("IN_PATCH_SIZE", PATCH_SIZE)
+    if int(patch) != PATCH_SIZE:
+        raise ValueError(
+            f"{name}.IN_PATCH_SIZE is {patch}; NAT/DiNAT tokenize with patch size "
+            f"{PATCH_SIZE} (two stride-2 convolutions), OneFormer's DiNAT ignored other values"
+        )
+    indices = node.get("OUT_INDICES")
+    if indices is not None and sorted(int(i) for i in indices) != out_indices:
+        raise ValueError(
+            f"{name}.OUT_INDICES {list(indices)} and OUT_FEATURES {list(node.OUT_FEATURES)} "
+            f"name different levels (OUT_FEATURES means {out_indices}); set both to the "
+            "same levels, since the levels with a norm are the ones that are returned"
+        )
+
+
+def backbone_kwargs(node, family: str, in_chans: int = 3, name: str = "") -> dict:
+    """Core-constructor arguments from a family's config node.
+
+    Reads ``cfg.MODEL.<NAT|DINAT|DINATS>`` or OneFormer's ``cfg.MODEL.DiNAT`` (see
+    :func:`family_node`). :data:`TOOLKIT_KEYS` a node lacks take their defaults; OneFormer's
+    ``OUT_INDICES`` must name the levels of ``OUT_FEATURES`` and ``IN_PATCH_SIZE`` be 4.
 
     Args:
-        node: The family's config node (attribute access, as declared by ``add_*_config``).
+        node: The family's config node (attribute access).
         family: ``"nat"``, ``"dinat"`` or ``"dinat_s"``.
         in_chans: Input channels (Detectron2's ``input_shape.channels``).
+        name: The node's full name for error messages (default ``MODEL.<CONFIG_KEY>``).
 
     Returns:
         Keyword arguments of :class:`~nattk.backbones.nat.NeighborhoodTransformer`.
 
     Raises:
-        ValueError: Unknown family, unset DiNAT dilations or bad ``OUT_FEATURES``.
+        ValueError: Unknown family, unset DiNAT dilations, bad ``OUT_FEATURES`` or a
+            OneFormer key the core cannot honour.
     """
     if family not in CONFIG_KEYS:
         raise ValueError(f"unknown backbone family {family!r}; choose from {list(CONFIG_KEYS)}")
+    name = name or f"MODEL.{CONFIG_KEYS[family]}"
+    out_indices = out_indices_from_features(node.OUT_FEATURES)
+    _oneformer_keys(node, name, out_indices)
+    extra = {key: node.get(key, default) for key, default in TOOLKIT_KEYS.items()}
     return variant_kwargs(
         family,
-        dilations=_dilations(node, family),
+        dilations=_dilations(node, family, name),
         embed_dim=int(node.EMBED_DIM),
         depths=[int(d) for d in node.DEPTHS],
         num_heads=[int(h) for h in node.NUM_HEADS],
         kernel_size=int(node.KERNEL_SIZE),
         mlp_ratio=float(node.MLP_RATIO),
-        layer_scale=None if node.LAYER_SCALE is None else float(node.LAYER_SCALE),
+        layer_scale=None if extra["LAYER_SCALE"] is None else float(extra["LAYER_SCALE"]),
         in_chans=in_chans,
         num_classes=0,
-        out_indices=out_indices_from_features(node.OUT_FEATURES),
-        frozen_stages=int(node.FROZEN_STAGES),
+        out_indices=out_indices,
+        frozen_stages=int(extra["FROZEN_STAGES"]),
         drop_rate=float(node.DROP_RATE),
         attn_drop_rate=float(node.ATTN_DROP_RATE),
         drop_path_rate=float(node.DROP_PATH_RATE),
         qkv_bias=bool(node.QKV_BIAS),
         qk_scale=None if node.QK_SCALE is None else float(node.QK_SCALE),
-        with_cp=bool(node.WITH_CP),
+        with_cp=bool(extra["WITH_CP"]),
     )

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 
+from nattk.mask2former.upstream import MASK2FORMER, Upstream
+
 logger = logging.getLogger("nattk.train_m2f")
 
 
@@ -31,22 +33,37 @@ def _require_detectron2() -> None:
         import detectron2  # noqa: F401
     except ImportError as error:
         raise SystemExit(
-            f"tools/train_m2f.py needs detectron2 ({error}); it is not on PyPI: build it from "
+            f"this launcher needs detectron2 ({error}); it is not on PyPI: build it from "
             "source as described in README.md, section 'Mask2Former on Detectron2'"
         ) from error
 
 
-def build_parser():
-    """Detectron2's ``default_argument_parser`` plus ``--m2f-root``."""
+def build_parser(project: Upstream = MASK2FORMER):
+    """Detectron2's ``default_argument_parser`` plus the checkout flag (``args.upstream_root``).
+
+    ``--m2f-root`` for Mask2Former, ``--oneformer-root`` for OneFormer.
+    """
     from detectron2.engine import default_argument_parser
 
-    parser = default_argument_parser(__doc__.split("\n\n")[0])
+    parser = default_argument_parser(
+        f"Train or evaluate {project.name} with this toolkit's backbones"
+    )
     parser.add_argument(
-        "--m2f-root",
+        project.root_flag,
+        dest="upstream_root",
         default=None,
-        help="Mask2Former checkout (default: $MASK2FORMER_ROOT, else ../Mask2Former)",
+        help=f"{project.name} checkout (default: ${project.root_env}, else ../{project.name})",
     )
     return parser
+
+
+def fall_back_to_cpu(cfg) -> None:
+    """Sets ``MODEL.DEVICE`` to ``cpu`` when it names CUDA and there is none (unfrozen ``cfg``)."""
+    import torch
+
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("no CUDA device: running with MODEL.DEVICE cpu")
+        cfg.MODEL.DEVICE = "cpu"
 
 
 def merge_config_file(cfg, config_file: str, m2f_root=None) -> None:
@@ -66,7 +83,6 @@ def merge_config_file(cfg, config_file: str, m2f_root=None) -> None:
 
 def setup(args, train_net):
     """Builds the frozen config: deeplab + Mask2Former + nattk keys, yaml, then opts."""
-    import torch
     from detectron2.config import get_cfg
     from detectron2.engine import default_setup
     from detectron2.projects.deeplab import add_deeplab_config
@@ -79,33 +95,27 @@ def setup(args, train_net):
     add_deeplab_config(cfg)
     train_net.add_maskformer2_config(cfg)
     add_nattk_config(cfg)
-    merge_config_file(cfg, args.config_file, args.m2f_root)
+    merge_config_file(cfg, args.config_file, args.upstream_root)
     cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("no CUDA device: running with MODEL.DEVICE cpu")
-        cfg.MODEL.DEVICE = "cpu"
+    fall_back_to_cpu(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mask2former")
     return cfg
 
 
-def main(args):
-    """One process's work (Detectron2's ``launch`` calls it once per GPU)."""
+def run(cfg, trainer_cls, args):
+    """Trains (``--resume`` continues) or, with ``--eval-only``, evaluates ``MODEL.WEIGHTS``.
+
+    ``trainer_cls`` is upstream's ``Trainer``; ``TEST.AUG.ENABLED`` adds its TTA results.
+    """
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.evaluation import verify_results
     from detectron2.utils import comm
 
-    from nattk.mask2former.upstream import import_train_net
-
-    train_net = import_train_net(args.m2f_root)
-    import nattk.mask2former.backbone  # noqa: F401  (registers D2NAT, D2DiNAT, D2DiNATs)
     from nattk.mask2former.checkpoint import enable_safetensors_weights
 
     enable_safetensors_weights()  # MODEL.WEIGHTS=*.safetensors
-
-    cfg = setup(args, train_net)
-    trainer_cls = train_net.Trainer
     if args.eval_only:
         model = trainer_cls.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
@@ -122,12 +132,22 @@ def main(args):
     return trainer.train()
 
 
-def cli(argv=None):
-    """Parses Detectron2's flags and launches :func:`main` on every process."""
+def main(args):
+    """One process's work (Detectron2's ``launch`` calls it once per GPU)."""
+    from nattk.mask2former.upstream import import_train_net
+
+    train_net = import_train_net(args.upstream_root)
+    import nattk.mask2former.backbone  # noqa: F401  (registers D2NAT, D2DiNAT, D2DiNATs)
+
+    return run(setup(args, train_net), train_net.Trainer, args)
+
+
+def cli(argv=None, project: Upstream = MASK2FORMER, main=main):
+    """Parses Detectron2's flags and launches ``main`` on every process."""
     _require_detectron2()
     from detectron2.engine import launch
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(project).parse_args(argv)
     print("Command Line Args:", args)
     return launch(
         main,

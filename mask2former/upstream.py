@@ -1,10 +1,10 @@
-"""Using an upstream Mask2Former checkout without modifying it (no detectron2 import here).
+"""Using an upstream checkout (Mask2Former, OneFormer) without modifying it (no detectron2 import).
 
-Mask2Former is a plain repository (not on PyPI) whose package is called ``mask2former``;
-this toolkit's adapter is ``nattk.mask2former``, so the two never collide. The helpers
-below find the checkout, put it on ``sys.path``, supply the compiled MSDeformAttn module
-when it was not built (so upstream's own PyTorch fallback runs) and resolve our yamls'
-``_BASE_`` against the checkout.
+Both are plain repositories (not on PyPI) with a package (``mask2former``, ``oneformer``)
+and a ``train_net.py``; this toolkit's adapter is ``nattk.mask2former``, so the names never
+collide. The helpers below find a checkout, put it on ``sys.path``, supply the compiled
+MSDeformAttn module when it was not built (both pixel decoders then run their own PyTorch
+fallback) and resolve our Mask2Former yamls' ``_BASE_`` against the checkout.
 """
 
 from __future__ import annotations
@@ -15,35 +15,76 @@ import logging
 import os
 import sys
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Optional, Union
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable naming the Mask2Former checkout.
-ROOT_ENV = "MASK2FORMER_ROOT"
-#: Where the yamls of ``mask2former/configs/`` expect the checkout: next to the toolkit.
 TOOLKIT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_ROOT = TOOLKIT_ROOT.parent / "Mask2Former"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An upstream Detectron2 project used from a checkout.
+
+    Attributes:
+        name: Repository name; the default checkout is ``../<name>`` next to the toolkit.
+        package: Its Python package.
+        root_flag: The launcher's flag naming the checkout.
+        root_env: Environment variable naming the checkout (used without the flag).
+        url: Where to clone it from.
+    """
+
+    name: str
+    package: str
+    root_flag: str
+    root_env: str
+    url: str
+
+    @property
+    def default_root(self) -> Path:
+        """``<name>`` next to the toolkit (where our Mask2Former yamls expect it)."""
+        return TOOLKIT_ROOT.parent / self.name
+
+
+MASK2FORMER = Upstream(
+    name="Mask2Former",
+    package="mask2former",
+    root_flag="--m2f-root",
+    root_env="MASK2FORMER_ROOT",
+    url="https://github.com/facebookresearch/Mask2Former",
+)
+ONEFORMER = Upstream(
+    name="OneFormer",
+    package="oneformer",
+    root_flag="--oneformer-root",
+    root_env="ONEFORMER_ROOT",
+    url="https://github.com/SHI-Labs/OneFormer",
+)
 #: Our yamls' ``_BASE_`` point into ``<checkout>/configs/``; this marks where that part starts.
 _CHECKOUT_MARKER = "Mask2Former/configs/"
 _MSDA = "MultiScaleDeformableAttention"
 
 
-def find_checkout(root: Union[str, Path, None] = None) -> Path:
-    """Returns the Mask2Former checkout: ``root``, else ``$MASK2FORMER_ROOT``, else ``../Mask2Former``.
+def find_checkout(root: Union[str, Path, None] = None, project: Upstream = MASK2FORMER) -> Path:
+    """Returns a checkout: ``root``, else ``$<ROOT_ENV>``, else ``../<name>``.
+
+    For Mask2Former: ``--m2f-root``, ``$MASK2FORMER_ROOT``, ``../Mask2Former``; for
+    OneFormer: ``--oneformer-root``, ``$ONEFORMER_ROOT``, ``../OneFormer``.
 
     Raises:
-        FileNotFoundError: The directory is not a Mask2Former checkout.
+        FileNotFoundError: The directory is not a checkout of ``project``.
     """
-    chosen = Path(root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT).expanduser().resolve()
-    missing = [p for p in ("mask2former/__init__.py", "train_net.py") if not (chosen / p).is_file()]
+    chosen = os.environ.get(project.root_env) or project.default_root
+    chosen = Path(root or chosen).expanduser().resolve()
+    needed = (f"{project.package}/__init__.py", "train_net.py")
+    missing = [p for p in needed if not (chosen / p).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{chosen} is not a Mask2Former checkout (no {', '.join(missing)}). Clone "
-            "https://github.com/facebookresearch/Mask2Former next to this toolkit, or pass "
-            f"--m2f-root / set {ROOT_ENV}."
+            f"{chosen} is not a {project.name} checkout (no {', '.join(missing)}). Clone "
+            f"{project.url} next to this toolkit, or pass {project.root_flag} / set {project.root_env}."
         )
     return chosen
 
@@ -86,32 +127,36 @@ def ensure_msdeform_attn_fallback() -> bool:
     return False
 
 
-def import_mask2former(root: Union[str, Path, None] = None) -> ModuleType:
-    """Imports upstream's ``mask2former`` package from the checkout.
+def import_package(
+    root: Union[str, Path, None] = None, project: Upstream = MASK2FORMER
+) -> ModuleType:
+    """Imports upstream's package (``mask2former``, ``oneformer``) from the checkout.
 
     Raises:
         FileNotFoundError: No checkout (see :func:`find_checkout`).
-        ImportError: A different ``mask2former`` package was imported already.
+        ImportError: A package of that name was imported from somewhere else already.
     """
-    checkout = find_checkout(root)
+    checkout = find_checkout(root, project)
     ensure_msdeform_attn_fallback()
     if str(checkout) not in sys.path:
         sys.path.insert(0, str(checkout))
-    module = importlib.import_module("mask2former")
+    module = importlib.import_module(project.package)
     origin = Path(module.__file__).resolve()
     if checkout not in origin.parents:
         raise ImportError(
-            f"'mask2former' was imported from {origin}, not from the checkout {checkout}; "
-            "run from outside the toolkit's source tree or import upstream first"
+            f"{project.package!r} was imported from {origin}, not from the checkout "
+            f"{checkout}; run from outside the toolkit's source tree or import upstream first"
         )
     return module
 
 
-def import_train_net(root: Union[str, Path, None] = None) -> ModuleType:
-    """Imports upstream's ``train_net.py`` (its ``Trainer``) as ``mask2former_train_net``."""
-    checkout = find_checkout(root)
-    import_mask2former(checkout)
-    name = "mask2former_train_net"
+def import_train_net(
+    root: Union[str, Path, None] = None, project: Upstream = MASK2FORMER
+) -> ModuleType:
+    """Imports upstream's ``train_net.py`` (its ``Trainer``) as ``<package>_train_net``."""
+    checkout = find_checkout(root, project)
+    import_package(checkout, project)
+    name = f"{project.package}_train_net"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, checkout / "train_net.py")

@@ -1,0 +1,6 @@
+"""Train / evaluate OneFormer's DiNAT models with this toolkit's backbone on Detectron2 (entry point of :mod:`nattk.mask2former.oneformer`)."""
+
+from nattk.mask2former.oneformer import cli
+
+if __name__ == "__main__":
+    cli()
