@@ -107,6 +107,9 @@ def split_toolkit_opts(opts: list) -> tuple[list, list]:
 def setup(args, train_net):
     """OneFormer's own ``setup``, then the toolkit keys of ``MODEL.DiNAT`` and the CPU fallback.
 
+    OneFormer's ``setup`` calls ``wandb.init`` when training; unless ``WANDB_MODE`` is
+    set, it runs offline here (``WANDB_MODE=online`` logs to Weights & Biases).
+
     Args:
         args: Parsed launcher arguments (Detectron2's flags, ``opts`` overrides).
         train_net: OneFormer's ``train_net.py`` module (its ``setup``).
@@ -114,6 +117,7 @@ def setup(args, train_net):
     Returns:
         The frozen config.
     """
+    os.environ.setdefault("WANDB_MODE", "offline")
     toolkit, rest = split_toolkit_opts(list(args.opts))
     cfg = train_net.setup(argparse.Namespace(**{**vars(args), "opts": rest}))
     cfg.defrost()
@@ -132,10 +136,5 @@ def main(args):
 
 
 def cli(argv=None):
-    """``tools/train_oneformer.py``: Detectron2's flags plus ``--oneformer-root``.
-
-    OneFormer calls ``wandb.init`` when training starts; unless ``WANDB_MODE`` is set,
-    this runs it offline (``WANDB_MODE=online`` to log to Weights & Biases).
-    """
-    os.environ.setdefault("WANDB_MODE", "offline")
+    """``tools/train_oneformer.py``: Detectron2's flags plus ``--oneformer-root``."""
     return launch_cli(argv, project=ONEFORMER, main=main)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,12 @@ pytest.importorskip(
 )
 from nattk.mask2former.upstream import find_checkout  # noqa: E402
 
+if "oneformer" in sys.modules:
+    pytest.skip(
+        "OneFormer was imported in this process; Mask2Former registers the same builtin "
+        "datasets, so run this file in a pytest process of its own",
+        allow_module_level=True,
+    )
 try:
     CHECKOUT = find_checkout()
 except FileNotFoundError as error:

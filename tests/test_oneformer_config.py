@@ -173,10 +173,17 @@ def oneformer_like_package(tmp_path, monkeypatch):
     (backbone / "__init__.py").write_text("")
     (backbone / "swin.py").write_text("D2SwinTransformer = 'swin'\n")
     (backbone / "dinat.py").write_text("raise ImportError(\"No module named 'natten'\")\n")
+    # A real OneFormer imported by another test file of this process is set aside.
+    for name in _oneformer_modules():
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(root))
     yield root
-    for name in [n for n in sys.modules if n == "oneformer" or n.startswith("oneformer.")]:
+    for name in _oneformer_modules():
         del sys.modules[name]
+
+
+def _oneformer_modules() -> list[str]:
+    return [n for n in sys.modules if n == "oneformer" or n.startswith("oneformer.")]
 
 
 def test_stand_in_module_keeps_oneformers_dinat_from_running(oneformer_like_package):

@@ -150,6 +150,7 @@ class _Detector(torch.nn.Module):
 
 
 def test_mmengine_loads_local_safetensors_and_only_those(tmp_path, monkeypatch, no_torch_load):
+    pytest.importorskip("mmengine", reason="MMEngine is not installed (mmdet/mmseg extras)")
     from mmengine.runner.checkpoint import CheckpointLoader, load_checkpoint
 
     import nattk.openmmlab  # noqa: F401  (registers the loader, as the adapters do)
