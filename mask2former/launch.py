@@ -51,6 +51,7 @@ def build_parser(project: Upstream = MASK2FORMER):
     parser.add_argument(
         project.root_flag,
         dest="upstream_root",
+        metavar="DIR",
         default=None,
         help=f"{project.name} checkout (default: ${project.root_env}, else ../{project.name})",
     )

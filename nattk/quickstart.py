@@ -74,7 +74,7 @@ def main(argv=None) -> int:
                 args.data_root,
                 args.num_train,
                 args.num_val,
-                sys.stdout,
+                console=sys.stdout,
             )
         except Exception:  # run_logged has shown the end of the log, traceback included
             return 1

@@ -26,16 +26,10 @@ LOG_NAME = "quickstart.log"
 PREDICTIONS = 6  # validation images drawn
 
 
-def run_logged(
-    task: str,
-    work_dir: Path,
-    iters: Optional[int],
-    data_root: Path,
-    num_train: Optional[int],
-    num_val: Optional[int],
-    console: TextIO,
-) -> dict:
+def run_logged(task: str, work_dir: Path, *options, console: TextIO) -> dict:
     """:func:`run_task` with the process's output in the task's log file.
+
+    ``options`` are :func:`run_task`'s ``iters, data_root, num_train, num_val``.
 
     On failure the traceback goes to the log and the log's last lines to ``console``;
     then the exception is raised again.
@@ -46,7 +40,7 @@ def run_logged(
     phase_line(console, "log", str(log))
     with output_to_log(log) as shown:
         try:
-            return run_task(task, work_dir, iters, data_root, num_train, num_val, shown)
+            return run_task(task, work_dir, *options, shown)
         except Exception:
             traceback.print_exc()
             sys.stderr.flush()

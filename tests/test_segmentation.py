@@ -97,7 +97,7 @@ def test_mask2former_semantic_config_builds(path: Path):
 
 # ----------------------------------------------------------------------------- end to end
 def _shrink_data(cfg: Config, data_root: Path, splits: dict, crop: tuple, classes: tuple) -> None:
-    """Points the loaders at a toy set, with small crops and no worker processes."""
+    """Points the loaders at a toy set, with small crops, no worker processes and a 2-scale TTA."""
     for loader, prefix in splits.items():
         dataset = cfg[loader].dataset
         dataset.update(data_root=str(data_root), data_prefix=prefix, metainfo=dict(classes=classes))
@@ -115,6 +115,9 @@ def _shrink_data(cfg: Config, data_root: Path, splits: dict, crop: tuple, classe
     cfg.test_dataloader = cfg.val_dataloader
     cfg.model.data_preprocessor.size = crop
     cfg.default_hooks.logger.interval = 1
+    cfg.tta_pipeline[1].transforms[0] = [
+        dict(type="Resize", scale=(int(256 * r), int(64 * r)), keep_ratio=True) for r in (0.75, 1.0)
+    ]
 
 
 def reduced_upernet(path: Path, data_root: Path, out: Path) -> Path:
@@ -129,9 +132,6 @@ def reduced_upernet(path: Path, data_root: Path, out: Path) -> Path:
         "val_dataloader": dict(img_path="images/validation", seg_map_path="annotations/validation"),
     }
     _shrink_data(cfg, data_root, splits, (64, 64), ("wall", "building", "sky"))
-    cfg.tta_pipeline[1].transforms[0] = [
-        dict(type="Resize", scale=(int(256 * r), int(64 * r)), keep_ratio=True) for r in (0.75, 1.0)
-    ]
     cfg.dump(out)
     return out
 
@@ -183,9 +183,6 @@ def reduced_m2f_semantic(path: Path, data_root: Path, out: Path) -> Path:
         "val_dataloader": dict(img_path="leftImg8bit/val", seg_map_path="gtFine/val"),
     }
     _shrink_data(cfg, data_root, splits, (64, 128), ("road", "sidewalk", "building"))
-    cfg.tta_pipeline[1].transforms[0] = [
-        dict(type="Resize", scale=(int(256 * r), int(64 * r)), keep_ratio=True) for r in (0.75, 1.0)
-    ]
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=2, val_interval=2)
     cfg.default_hooks.checkpoint.interval = 2
     cfg.dump(out)

@@ -152,6 +152,33 @@ def _load_keys(
     return k_ok, kg_r, kg_c, k, v
 
 
+@triton.jit
+def _block_scores(
+    q, q_ok, g_r, g_c, ws_r, ws_c, k_ptr, v_ptr, rpb_head, start, n_keys, halo_r, halo_c,
+    ext_c, grp_r, grp_c, dil_r, dil_c, in_head, s_r, s_c, d, d_ok, qk_scale,
+    KH: tl.constexpr, KW: tl.constexpr, BN: tl.constexpr, HAS_RPB: tl.constexpr,
+    IEEE: tl.constexpr,
+):  # fmt: skip
+    """One block of keys for a query tile: ``k, v``, rpb ``index``, ``inside`` and log2 scores.
+
+    ``inside[i, j]``: key ``j`` is in the window of valid query ``i``; ``s`` is
+    ``(scale * q.k + rpb) / ln 2`` (base-2 exponent units), undefined outside.
+    """
+    k_ok, kg_r, kg_c, k, v = _load_keys(
+        k_ptr, v_ptr, start, n_keys, halo_r, halo_c, ext_c, grp_r, grp_c, dil_r, dil_c,
+        in_head, s_r, s_c, d, d_ok, BN,
+    )  # fmt: skip
+    index, inside = _bias_and_mask(
+        g_r[:, None], g_c[:, None], ws_r[:, None], ws_c[:, None],
+        kg_r[None, :], kg_c[None, :], k_ok[None, :], KH, KW,
+    )  # fmt: skip
+    inside = inside & q_ok[:, None]
+    s = _dot(q, tl.trans(k), IEEE) * qk_scale
+    if HAS_RPB:
+        s += tl.load(rpb_head + index, mask=inside, other=0.0) * LOG2E
+    return k, v, index, inside, s
+
+
 @triton.jit(do_not_specialize=_RUNTIME)
 def na2d_fwd_kernel(
     q_ptr, k_ptr, v_ptr, rpb_ptr, out_ptr, lse_ptr,
@@ -187,18 +214,11 @@ def na2d_fwd_kernel(
     acc = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
     for start in range(0, n_keys, BN):
-        k_ok, kg_r, kg_c, k, v = _load_keys(
-            k_ptr, v_ptr, start, n_keys, halo_r, halo_c, ext_c, grp_r, grp_c, dil_r, dil_c,
-            in_head, s_r, s_c, d, d_ok, BN,
+        k, v, index, inside, s = _block_scores(
+            q, q_ok, g_r, g_c, ws_r, ws_c, k_ptr, v_ptr, rpb_head, start, n_keys, halo_r,
+            halo_c, ext_c, grp_r, grp_c, dil_r, dil_c, in_head, s_r, s_c, d, d_ok, qk_scale,
+            KH, KW, BN, HAS_RPB, IEEE,
         )  # fmt: skip
-
-        index, inside = _bias_and_mask(
-            g_r[:, None], g_c[:, None], ws_r[:, None], ws_c[:, None],
-            kg_r[None, :], kg_c[None, :], k_ok[None, :], KH, KW,
-        )  # fmt: skip
-        s = _dot(q, tl.trans(k), IEEE) * qk_scale
-        if HAS_RPB:
-            s += tl.load(rpb_head + index, mask=inside, other=0.0) * LOG2E
         s = tl.where(inside, s, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -264,19 +284,11 @@ def na2d_bwd_dq_kernel(
     dq = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
     for start in range(0, n_keys, BN):
-        k_ok, kg_r, kg_c, k, v = _load_keys(
-            k_ptr, v_ptr, start, n_keys, halo_r, halo_c, ext_c, grp_r, grp_c, dil_r, dil_c,
-            in_head, s_r, s_c, d, d_ok, BN,
+        k, v, index, inside, s = _block_scores(
+            q, q_ok, g_r, g_c, ws_r, ws_c, k_ptr, v_ptr, rpb_head, start, n_keys, halo_r,
+            halo_c, ext_c, grp_r, grp_c, dil_r, dil_c, in_head, s_r, s_c, d, d_ok, qk_scale,
+            KH, KW, BN, HAS_RPB, IEEE,
         )  # fmt: skip
-
-        index, inside = _bias_and_mask(
-            g_r[:, None], g_c[:, None], ws_r[:, None], ws_c[:, None],
-            kg_r[None, :], kg_c[None, :], k_ok[None, :], KH, KW,
-        )  # fmt: skip
-        inside = inside & q_ok[:, None]
-        s = _dot(q, tl.trans(k), IEEE) * qk_scale
-        if HAS_RPB:
-            s += tl.load(rpb_head + index, mask=inside, other=0.0) * LOG2E
         p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.0)
         dp = _dot(dout, tl.trans(v), IEEE)
         ds = p * (dp - delta[:, None])

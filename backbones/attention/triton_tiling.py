@@ -120,6 +120,7 @@ def published_layer_shapes() -> list[tuple[str, int, int, int, int, int]]:
     Inputs padded to a multiple of 32 as the frameworks do; maps smaller than
     ``kernel x dilation`` at the size the module pads them to.
     """
+    from ..nat import DiNAT
     from ..variants import DILATION_PRESETS
 
     setups = [
@@ -132,7 +133,7 @@ def published_layer_shapes() -> list[tuple[str, int, int, int, int, int]]:
     ]
     rows = []
     for name, (height, width), kernel, preset in setups:
-        for level, dilations in enumerate(DILATION_PRESETS["dinat"][preset]):
+        for level, dilations in enumerate(DILATION_PRESETS[DiNAT.family][preset]):
             h, w = cdiv(height, 4 * 2**level), cdiv(width, 4 * 2**level)
             for d in sorted(set(dilations)):
                 rows.append((name, level, max(h, kernel * d), max(w, kernel * d), kernel, d))
