@@ -17,6 +17,9 @@ MSDeformAttn op was not compiled, its PyTorch implementation is used.
 weights in ``.safetensors`` (e.g. a Hugging Face ``model.safetensors``), which are read
 without pickle and matched onto the backbone as a converted ``.pkl`` would be
 (:func:`nattk.mask2former.checkpoint.enable_safetensors_weights`).
+
+:func:`build_parser`, :func:`run` and :func:`cli` serve the OneFormer launcher as well
+(:mod:`nattk.mask2former.oneformer`, ``tools/train_oneformer.py``).
 """
 
 from __future__ import annotations
