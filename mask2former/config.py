@@ -112,15 +112,20 @@ def family_node(cfg, family: str) -> tuple[str, Any]:
         raise ValueError(f"unknown backbone family {family!r}; choose from {list(CONFIG_KEYS)}")
     names = (CONFIG_KEYS[family], *ALIASES.get(family, ()))
     declared = [name for name in names if name in cfg.MODEL]
-    full = " and ".join(f"MODEL.{name}" for name in names)
     if not declared:
+        adder = f"nattk.mask2former.add_{family.replace('_', '')}_config(cfg)"
+        if len(names) == 1:
+            raise ValueError(
+                f"MODEL.{names[0]} is not declared: call {adder} before merging a yaml"
+            )
         raise ValueError(
-            f"{full} are not declared: call nattk.mask2former.add_{family.replace('_', '')}"
-            "_config(cfg) (or, in OneFormer, its own add_dinat_config) before merging a yaml"
+            f"neither MODEL.{names[0]} nor MODEL.{names[1]} is declared: call {adder} "
+            "(or, for OneFormer yamls, OneFormer's own add_dinat_config) before merging a yaml"
         )
     if len(declared) > 1:
         raise ValueError(
-            f"both {full} are declared; the backbone reads one. Use MODEL.{names[0]} with "
+            f"both MODEL.{names[0]} and MODEL.{names[1]} are declared; the backbone reads one. "
+            f"Use MODEL.{names[0]} with "
             f"this toolkit's add_*_config (Mask2Former yamls) or OneFormer's MODEL.{names[1]} "
             "with OneFormer's own add_dinat_config (OneFormer yamls), not both"
         )
