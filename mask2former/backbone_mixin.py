@@ -17,7 +17,7 @@ import torch
 from nattk.backbones.checkpoint import missing_weights_error
 from nattk.backbones.nat import NeighborhoodTransformer
 
-from .config import FEATURE_NAMES, TOOLKIT_KEYS, backbone_kwargs, family_node
+from .config import FEATURE_NAMES, backbone_kwargs, family_node, toolkit_option
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,7 @@ class D2BackboneMixin:
         in_chans = 3 if getattr(input_shape, "channels", None) is None else input_shape.channels
         super().__init__(**backbone_kwargs(node, family, in_chans=in_chans, name=name))
         self.config_key = name
-        allow = node.get("ALLOW_MISSING_WEIGHTS", TOOLKIT_KEYS["ALLOW_MISSING_WEIGHTS"])
-        self.allow_missing_weights = bool(allow)
+        self.allow_missing_weights = bool(toolkit_option(node, "ALLOW_MISSING_WEIGHTS"))
         self._out_features = [FEATURE_NAMES[i] for i in self.out_indices]
         self._out_feature_channels = dict(zip(self._out_features, self.out_channels))
         self._out_feature_strides = dict(zip(self._out_features, self.out_strides))

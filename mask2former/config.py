@@ -92,6 +92,11 @@ def add_nattk_config(cfg) -> None:
         _add_config(cfg, family)
 
 
+def toolkit_option(node, key: str) -> Any:
+    """``node.<key>`` for a key of :data:`TOOLKIT_KEYS`, its default where the node lacks it."""
+    return node.get(key, TOOLKIT_KEYS[key])
+
+
 def add_toolkit_keys(node) -> None:
     """Declares the :data:`TOOLKIT_KEYS` a node lacks (e.g. OneFormer's ``MODEL.DiNAT``)."""
     for key, value in TOOLKIT_KEYS.items():
@@ -202,7 +207,7 @@ def backbone_kwargs(node, family: str, in_chans: int = 3, name: str = "") -> dic
     name = name or f"MODEL.{CONFIG_KEYS[family]}"
     out_indices = out_indices_from_features(node.OUT_FEATURES)
     _oneformer_keys(node, name, out_indices)
-    extra = {key: node.get(key, default) for key, default in TOOLKIT_KEYS.items()}
+    layer_scale = toolkit_option(node, "LAYER_SCALE")
     return variant_kwargs(
         family,
         dilations=_dilations(node, family, name),
@@ -211,15 +216,15 @@ def backbone_kwargs(node, family: str, in_chans: int = 3, name: str = "") -> dic
         num_heads=[int(h) for h in node.NUM_HEADS],
         kernel_size=int(node.KERNEL_SIZE),
         mlp_ratio=float(node.MLP_RATIO),
-        layer_scale=None if extra["LAYER_SCALE"] is None else float(extra["LAYER_SCALE"]),
+        layer_scale=None if layer_scale is None else float(layer_scale),
         in_chans=in_chans,
         num_classes=0,
         out_indices=out_indices,
-        frozen_stages=int(extra["FROZEN_STAGES"]),
+        frozen_stages=int(toolkit_option(node, "FROZEN_STAGES")),
         drop_rate=float(node.DROP_RATE),
         attn_drop_rate=float(node.ATTN_DROP_RATE),
         drop_path_rate=float(node.DROP_PATH_RATE),
         qkv_bias=bool(node.QKV_BIAS),
         qk_scale=None if node.QK_SCALE is None else float(node.QK_SCALE),
-        with_cp=bool(extra["WITH_CP"]),
+        with_cp=bool(toolkit_option(node, "WITH_CP")),
     )

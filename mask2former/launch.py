@@ -28,7 +28,7 @@ import logging
 
 from nattk.mask2former.upstream import MASK2FORMER, Upstream
 
-logger = logging.getLogger("nattk.train_m2f")
+logger = logging.getLogger(__name__)
 
 
 def _require_detectron2() -> None:

@@ -53,11 +53,12 @@ TASKS = {
 
 
 def set_iterations(cfg: Config, iters: int) -> None:
-    """Shortens or lengthens the schedule of a quickstart config to ``iters``."""
+    """Shortens or lengthens the schedule (and its LR schedulers) of a quickstart config.
+
+    Evaluations and checkpoints are placed by :func:`prepare_config` afterwards.
+    """
     old = cfg.train_cfg.max_iters
     cfg.train_cfg.max_iters = iters
-    cfg.train_cfg.val_interval = iters
-    cfg.default_hooks.checkpoint.interval = iters
     warmup = min(cfg.param_scheduler[0].end, max(1, iters // 5))
     cfg.param_scheduler[0].end = warmup
     for scheduler in cfg.param_scheduler[1:]:
@@ -114,8 +115,9 @@ def prepare_config(task: str, data: Path, work_dir: Path, iters: Optional[int] =
 def torch_threads() -> int:
     """The thread count of a run: ``$OMP_NUM_THREADS`` when set, else :data:`THREADS`.
 
-    Never more than the cores this process may use: more threads than cores make
-    OpenMP's barriers wait for descheduled threads, which slows training many times.
+    The default is never more than the cores this process may use: more threads than
+    cores make OpenMP's barriers wait for descheduled threads, which slows training
+    many times. An explicit ``$OMP_NUM_THREADS`` is taken as it is.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     value = os.environ.get("OMP_NUM_THREADS", "")

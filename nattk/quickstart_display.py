@@ -11,9 +11,7 @@ from __future__ import annotations
 import time
 from typing import Optional, TextIO
 
-from nattk.progress import ProgressBar, format_duration
-
-LABEL = 10  # width of the phase name, as in nattk.progress
+from nattk.progress import LABEL, ProgressBar, format_duration
 
 
 def phase_line(stream: TextIO, label: str, text: str) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from nattk import make_toy_dataset
 from nattk.capture import output_to_log, tail
-from nattk.progress import ProgressBar
+from nattk.progress import LABEL, ProgressBar
 from nattk.quickstart_config import TASKS, evaluation_points, prepare_config, torch_threads
 from nattk.quickstart_display import TrainingDisplay, phase_line, seconds_text
 
@@ -110,7 +110,7 @@ def run_task(
 
     setup = time.perf_counter()
     console.write(
-        f"  {'setup':<10} runner, model, CPU attention kernels (built on first use), "
+        f"  {'setup':<{LABEL}} runner, model, CPU attention kernels (built on first use), "
         f"{torch.get_num_threads()} threads: "
     )
     console.flush()
