@@ -115,7 +115,8 @@ class NeighborhoodTransformer(nn.Module):
 
         self.patch_embed = self._make_stem(in_chans, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        # On the CPU even under a meta-device context (transformers builds models there).
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         stages = []
         for i, (depth, heads, dim) in enumerate(zip(depths, num_heads, self.widths)):
             blocks = [
@@ -260,6 +261,10 @@ class NeighborhoodTransformer(nn.Module):
         if self.num_classes > 0:
             pooled = self.norm(features[-1]).flatten(1, 2).mean(1)
             return self.head(pooled)
+        return self.dense_outputs(features)
+
+    def dense_outputs(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The normed ``[B, C_i, H_i, W_i]`` outputs of :meth:`forward_levels`' features."""
         return [
             getattr(self, f"norm{i}")(features[i]).permute(0, 3, 1, 2).contiguous()
             for i in self.out_indices

@@ -25,7 +25,7 @@ from hf_helpers import (
     SMALL,
     SMALL_DILATIONS,
     SMALL_MLP_RATIO,
-    hf_classes,
+    dinat_classes,
     randomise,
     small_config,
     small_model,
@@ -49,7 +49,7 @@ def source(request, tmp_path, monkeypatch):
         return path, state
     if not HAVE_TRANSFORMERS:
         pytest.skip(SKIP_REASON)
-    hf = hf_classes("dinat", monkeypatch)
+    hf = dinat_classes()
     model = hf.ForImageClassification(small_config(hf, "dinat", LAYER_SCALE, num_labels=5))
     model = randomise(model)
     model.save_pretrained(tmp_path / "hub", safe_serialization=True)

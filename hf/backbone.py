@@ -1,0 +1,273 @@
+"""Every NAT / DiNAT / DiNAT_s variant as a Hugging Face transformers backbone.
+
+:class:`NattkBackboneConfig` (``model_type="nattk"``) and :class:`NattkBackbone` follow
+transformers 5's backbone conventions (``BackboneConfigMixin`` / ``BackboneMixin``):
+``stage_names`` ``["stem", "stage1", ..., "stage4"]``, ``out_features`` /
+``out_indices``, ``channels``, and NCHW ``feature_maps``. After
+:func:`register_backbones` (done by :func:`nattk.hf.use_toolkit_attention`),
+``AutoBackbone`` builds them, and so does every model that loads its backbone from a
+``backbone_config``: ``Mask2FormerForUniversalSegmentation``,
+``OneFormerForUniversalSegmentation``, ``UperNetForSemanticSegmentation``::
+
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+    from nattk.hf import NattkBackboneConfig, use_toolkit_attention
+
+    use_toolkit_attention()
+    backbone = NattkBackboneConfig(variant="dinat_s_large", dilations="ade20k640",
+                                   out_features=["stage1", "stage2", "stage3", "stage4"])
+    model = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(backbone_config=backbone))
+
+The network is the toolkit's core model (:func:`nattk.backbones.create_model`) under the
+attribute ``backbone``, so its state-dict keys are the official ones with a
+``backbone.`` prefix, it pads small maps as the published checkpoints were trained,
+and :meth:`NattkBackbone.from_pretrained` reads weights through
+:func:`nattk.backbones.load_pretrained`, which refuses a file that lacks tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from transformers import AutoBackbone, AutoConfig, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.backbone_utils import BackboneConfigMixin, BackboneMixin
+from transformers.modeling_outputs import BackboneOutput
+
+from nattk.backbones import VARIANTS, create_model, load_pretrained
+from nattk.backbones.attention import NeighborhoodAttention2D
+
+MODEL_TYPE = "nattk"
+#: Files :meth:`NattkBackbone.from_pretrained` looks for, in this order, before a
+#: folder's single ``.pth``/``.pt`` file.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Arguments of transformers' from_pretrained about where files come from; a local
+# folder needs none of them.
+_HUB_KWARGS = {
+    "cache_dir",
+    "force_download",
+    "local_files_only",
+    "proxies",
+    "revision",
+    "subfolder",
+    "token",
+    "trust_remote_code",
+    "code_revision",
+    "_from_auto",
+    "_from_pipeline",
+    "_commit_hash",
+    "adapter_kwargs",
+}
+
+
+class NattkBackboneConfig(BackboneConfigMixin, PreTrainedConfig):
+    r"""Configuration of a :class:`NattkBackbone`: a published variant plus overrides.
+
+    Args:
+        variant: One of the 13 published variants, e.g. ``"dinat_large"``,
+            ``"nat_tiny"``, ``"dinat_s_base"``.
+        dilations: A preset name (``"imagenet224"``, ``"coco"``, ``"ade20k512"``,
+            ``"ade20k640"``, ``"m2f"``, ...) or one list per level; ignored by NAT.
+        kernel_size: Neighborhood size (odd).
+        num_channels: Input image channels.
+        drop_path_rate: Stochastic depth; ``None`` takes the variant's ImageNet value.
+        frozen_stages: ``-1`` trains everything; ``k >= 0`` freezes the stem and the
+            first ``k`` levels.
+        embed_dim: Override of the variant's width (e.g. for a tiny test model).
+        depths: Override of the variant's blocks per level.
+        num_heads: Override of the variant's heads per level.
+        mlp_ratio: Override of the variant's MLP ratio.
+        initializer_range: Std of transformers' normal initialisation of fresh weights.
+        out_features: Subset of ``stage1`` .. ``stage4``; default the last stage.
+        out_indices: The same as indices into ``stage_names`` (``stem`` is 0).
+    """
+
+    model_type = MODEL_TYPE
+
+    variant: str = "dinat_tiny"
+    dilations: Union[str, list, None] = "imagenet224"
+    kernel_size: int = 7
+    num_channels: int = 3
+    drop_path_rate: Optional[float] = None
+    frozen_stages: int = -1
+    embed_dim: Optional[int] = None
+    depths: Optional[list] = None
+    num_heads: Optional[list] = None
+    mlp_ratio: Optional[float] = None
+    initializer_range: float = 0.02
+    _out_features: Optional[list] = None
+    _out_indices: Optional[list] = None
+
+    def __post_init__(self, **kwargs):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose from {sorted(VARIANTS)}")
+        depths = self.depths if self.depths is not None else VARIANTS[self.variant].depths
+        self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, len(depths) + 1)]
+        self.set_output_features_output_indices(
+            out_indices=kwargs.pop("out_indices", None),
+            out_features=kwargs.pop("out_features", None),
+        )
+        if "stem" in self.out_features:
+            raise ValueError(
+                "NAT-family backbones output stage1..stage4 (the stem has no output norm); "
+                f"got out_features {self.out_features}"
+            )
+        super().__post_init__(**kwargs)
+
+    def core_kwargs(self) -> dict:
+        """Arguments of :func:`nattk.backbones.create_model` for this configuration."""
+        overrides = {
+            name: getattr(self, name)
+            for name in ("embed_dim", "depths", "num_heads", "mlp_ratio", "drop_path_rate")
+            if getattr(self, name) is not None
+        }
+        return dict(
+            num_classes=0,
+            dilations=self.dilations,
+            kernel_size=self.kernel_size,
+            in_chans=self.num_channels,
+            out_indices=[i - 1 for i in self.out_indices],
+            frozen_stages=self.frozen_stages,
+            **overrides,
+        )
+
+
+class NattkBackbone(BackboneMixin, PreTrainedModel):
+    """A NAT / DiNAT / DiNAT_s dense backbone for transformers' models.
+
+    ``feature_maps`` are the normed ``[B, C_i, H/4·2^i, W/4·2^i]`` outputs of the
+    levels in ``out_features``. Attention weights are not returned
+    (``has_attentions = False``); ``output_hidden_states=True`` adds every level's
+    un-normed features, NCHW.
+    """
+
+    config: NattkBackboneConfig
+    config_class = NattkBackboneConfig
+    base_model_prefix = MODEL_TYPE
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    has_attentions = False
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config: NattkBackboneConfig) -> None:
+        super().__init__(config)
+        self.backbone = create_model(config.variant, **config.core_kwargs())
+        self.num_features = [self.backbone.widths[0], *self.backbone.widths]
+        self.post_init()
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, NeighborhoodAttention2D) and module.rpb is not None:
+            init.trunc_normal_(module.rpb, std=0.02, a=-2.0, b=2.0)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ) -> Union[BackboneOutput, tuple]:
+        """Runs the backbone on ``pixel_values`` ``[B, C, H, W]``."""
+        if output_attentions:
+            raise ValueError("NattkBackbone does not return attention weights")
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if return_dict is None:
+            return_dict = self.config.return_dict
+        levels = self.backbone.forward_levels(pixel_values)
+        feature_maps = tuple(self.backbone.dense_outputs(levels))
+        hidden_states = None
+        if output_hidden_states:
+            hidden_states = tuple(level.permute(0, 3, 1, 2) for level in levels)
+        if not return_dict:
+            return (feature_maps,) + ((hidden_states,) if output_hidden_states else ())
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: Union[str, os.PathLike],
+        *model_args,
+        config: Optional[NattkBackboneConfig] = None,
+        allow_missing: bool = False,
+        dtype: Optional[torch.dtype] = None,
+        **kwargs,
+    ) -> NattkBackbone:
+        """Builds the backbone from a folder and loads its weights, refusing gaps.
+
+        The folder holds ``config.json`` and one weight file: what
+        :meth:`save_pretrained` wrote, or what ``tools/convert_checkpoint.py --to hf``
+        made of an official ``.pth``. Weights go through
+        :func:`nattk.backbones.load_pretrained` (official, toolkit and Hugging Face
+        key layouts; ``.safetensors`` without pickle).
+
+        Args:
+            pretrained_model_name_or_path: The folder.
+            config: Use this configuration instead of the folder's ``config.json``.
+            allow_missing: Load even when the file lacks some of the model's tensors.
+            dtype: Cast the loaded model to this dtype (``torch_dtype`` is accepted too).
+            **kwargs: Configuration overrides (e.g. ``out_features``).
+
+        Raises:
+            FileNotFoundError: No such folder, or no weight file in it.
+            ValueError: The weights lack tensors (unless ``allow_missing``) or do not fit.
+            TypeError: Unknown keyword arguments.
+        """
+        if model_args:
+            raise TypeError(f"{cls.__name__}.from_pretrained takes no positional model args")
+        folder = Path(pretrained_model_name_or_path)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder} is not a folder; download the model first (e.g. "
+                "huggingface_hub.snapshot_download) and pass its local path"
+            )
+        dtype = kwargs.pop("torch_dtype", dtype)
+        for name in _HUB_KWARGS:
+            kwargs.pop(name, None)
+        if config is None:
+            config, kwargs = cls.config_class.from_pretrained(
+                folder, return_unused_kwargs=True, **kwargs
+            )
+        else:
+            for name in [k for k in kwargs if hasattr(config, k)]:
+                setattr(config, name, kwargs.pop(name))
+        if kwargs:
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained got unknown arguments {sorted(kwargs)}"
+            )
+        model = cls(config)
+        load_pretrained(model.backbone, weights_file(folder), allow_missing=allow_missing)
+        if dtype not in (None, "auto"):
+            model = model.to(dtype)
+        return model.eval()
+
+
+def weights_file(folder: Union[str, os.PathLike]) -> Path:
+    """The weight file of a model folder (see :data:`WEIGHT_FILES`).
+
+    Raises:
+        FileNotFoundError: None, or several candidate ``.pth``/``.pt`` files.
+    """
+    folder = Path(folder)
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    candidates = sorted(p for p in folder.iterdir() if p.suffix in (".pth", ".pt"))
+    if len(candidates) == 1:
+        return candidates[0]
+    raise FileNotFoundError(
+        f"{folder} holds no weight file: expected {' or '.join(WEIGHT_FILES)}, or exactly one "
+        f".pth/.pt file (found {[p.name for p in candidates] or 'none'})"
+    )
+
+
+def register_backbones() -> None:
+    """Registers :class:`NattkBackboneConfig` / :class:`NattkBackbone` with the Auto classes."""
+    AutoConfig.register(MODEL_TYPE, NattkBackboneConfig, exist_ok=True)
+    AutoBackbone.register(NattkBackboneConfig, NattkBackbone, exist_ok=True)
+
+
+register_backbones()
