@@ -229,7 +229,7 @@ class NattkBackbone(BackboneMixin, PreTrainedModel):
             kwargs.pop(name, None)
         if config is None:
             config, kwargs = cls.config_class.from_pretrained(
-                folder, return_unused_kwargs=True, **kwargs
+                str(folder), return_unused_kwargs=True, **kwargs
             )
         else:
             for name in [k for k in kwargs if hasattr(config, k)]:
@@ -262,6 +262,30 @@ def weights_file(folder: Union[str, os.PathLike]) -> Path:
         f"{folder} holds no weight file: expected {' or '.join(WEIGHT_FILES)}, or exactly one "
         f".pth/.pt file (found {[p.name for p in candidates] or 'none'})"
     )
+
+
+def save_backbone_folder(
+    checkpoint, folder: Union[str, os.PathLike], config: NattkBackboneConfig
+) -> Path:
+    """Writes ``checkpoint`` as a model folder that :meth:`NattkBackbone.from_pretrained` reads.
+
+    The weights go through :func:`nattk.backbones.load_pretrained` (an ImageNet
+    classifier's ``norm``/``head`` are left out, the dense output norms start fresh,
+    and a missing tensor is refused), then transformers' ``save_pretrained`` writes
+    ``config.json`` and ``model.safetensors``.
+
+    Args:
+        checkpoint: A state dict or file in any layout :func:`load_pretrained` reads.
+        folder: The output folder.
+        config: The backbone's configuration (variant, dilations, kernel, outputs).
+
+    Returns:
+        The folder.
+    """
+    model = NattkBackbone(config)
+    load_pretrained(model.backbone, checkpoint)
+    model.save_pretrained(folder)
+    return Path(folder)
 
 
 def register_backbones() -> None:

@@ -10,7 +10,10 @@ read with the ``safetensors`` package (no pickle); every other file with
 * ``--to toolkit`` (default): ``{"state_dict": <official key layout>, "meta": ...}``,
   loadable by every adapter of this toolkit (``init_cfg``/``pretrained``), or
 * ``--to d2``: a Detectron2 ``.pkl`` (``{"model": numpy arrays, "__author__": ...,
-  "matching_heuristics": True}``) for the Mask2Former adapter.
+  "matching_heuristics": True}``) for the Mask2Former adapter, or
+* ``--to hf``: a Hugging Face model folder (``config.json`` + ``model.safetensors``) of
+  :class:`nattk.hf.NattkBackbone`, for ``AutoBackbone.from_pretrained`` and transformers'
+  Mask2Former / OneFormer / UperNet (needs ``--variant``; transformers installed).
 
 Examples::
 
@@ -18,6 +21,8 @@ Examples::
     python tools/convert_checkpoint.py hf_dinat_mini/pytorch_model.bin dinat_mini.pth
     python tools/convert_checkpoint.py hf_dinat_mini/model.safetensors dinat_mini.pkl --to d2
     python tools/convert_checkpoint.py dinat_large_in22k_224.pth dinat_large_11x11.pth --kernel-size 11
+    python tools/convert_checkpoint.py dinat_large_in22k_224.pth hf_dinat_large/ --to hf \
+        --variant dinat_large --dilations ade20k640 --kernel-size 11
 """
 
 from __future__ import annotations
@@ -29,7 +34,12 @@ from pathlib import Path
 
 import torch
 
-from nattk.backbones.checkpoint import drop_classifier, read_state_dict, resize_rpb
+from nattk.backbones.checkpoint import (
+    CLASSIFIER_KEY,
+    drop_classifier,
+    read_state_dict,
+    resize_rpb,
+)
 from nattk.mask2former.checkpoint import detectron2_payload
 
 
@@ -47,26 +57,61 @@ def convert(src: str, kernel_size: int | None = None, keep_classifier: bool = Tr
     return state
 
 
+def checkpoint_kernel_size(state: dict) -> int:
+    """The kernel size a state dict's ``[heads, 2k-1, 2k-1]`` rpb tables were made for.
+
+    Raises:
+        ValueError: No rpb, or rpb tables of several sizes.
+    """
+    sizes = {v.shape[-1] for k, v in state.items() if k.endswith(".rpb")}
+    if len(sizes) != 1:
+        raise ValueError(f"cannot tell the kernel size from rpb tables of sizes {sorted(sizes)}")
+    return (sizes.pop() + 1) // 2
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "src", help="input checkpoint (.pth, .bin, or .safetensors read without pickle)"
     )
     parser.add_argument("dst", help="output file")
-    parser.add_argument("--to", choices=["toolkit", "d2"], default="toolkit")
+    parser.add_argument("--to", choices=["toolkit", "d2", "hf"], default="toolkit")
     parser.add_argument(
         "--kernel-size", type=int, default=None, help="resize rpb for this kernel (e.g. 11)"
     )
     parser.add_argument(
         "--drop-classifier", action="store_true", help="drop norm.*/head.* (default for --to d2)"
     )
+    parser.add_argument("--variant", help="--to hf: published variant, e.g. dinat_large")
+    parser.add_argument(
+        "--dilations", default="imagenet224", help="--to hf: dilation preset (DiNAT, DiNAT_s)"
+    )
+    parser.add_argument(
+        "--out-features",
+        nargs="+",
+        default=["stage1", "stage2", "stage3", "stage4"],
+        help="--to hf: the stages the backbone returns",
+    )
     args = parser.parse_args(argv)
+    if args.to == "hf" and not args.variant:
+        parser.error("--to hf needs --variant (e.g. --variant dinat_large)")
 
     keep = not (args.drop_classifier or args.to == "d2")
     state = convert(args.src, args.kernel_size, keep_classifier=keep)
     dst = Path(args.dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if args.to == "d2":
+    if args.to == "hf":
+        from nattk.hf.backbone import NattkBackboneConfig, save_backbone_folder
+
+        config = NattkBackboneConfig(
+            variant=args.variant,
+            dilations=args.dilations,
+            kernel_size=args.kernel_size or checkpoint_kernel_size(state),
+            out_features=args.out_features,
+        )
+        save_backbone_folder(state, dst, config)
+        state = {k: v for k, v in state.items() if not CLASSIFIER_KEY.match(k)}
+    elif args.to == "d2":
         with open(dst, "wb") as f:
             pickle.dump(detectron2_payload(state), f)
     else:
