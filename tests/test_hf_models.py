@@ -49,6 +49,7 @@ def tiny_nattk_config():
         embed_dim=16,
         depths=[1, 2, 2, 1],
         num_heads=[1, 2, 2, 4],
+        drop_path_rate=0.0,  # stochastic depth could drop a block's whole batch
         out_features=STAGES,
     )
 
@@ -123,9 +124,9 @@ def test_oneformer_with_transformers_dinat_backbone_trains():
         is_training=True,
         num_queries=6,
         num_labels=NUM_LABELS,
-        hidden_dim=32,
-        conv_dim=32,
-        mask_dim=32,
+        hidden_dim=64,  # the text encoder's prompts are concatenated at this width
+        conv_dim=64,
+        mask_dim=64,
         encoder_feedforward_dim=64,
         dim_feedforward=64,
         encoder_layers=1,
@@ -133,7 +134,7 @@ def test_oneformer_with_transformers_dinat_backbone_trains():
         num_attention_heads=2,
         query_dec_layers=1,
         task_seq_len=8,
-        text_encoder_width=32,
+        text_encoder_width=64,  # its heads are width // 64; equals hidden_dim
         text_encoder_context_length=8,
         text_encoder_num_layers=1,
         text_encoder_vocab_size=50,
