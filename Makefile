@@ -1,7 +1,7 @@
 # nat-toolkit developer entry points. `make help` lists them.
 PY := .venv/bin/python
 
-.PHONY: help env quickstart test test-fast lint benchmark-attention collect-env
+.PHONY: help env quickstart test test-fast lint benchmark-attention benchmark-hf collect-env
 
 help:
 	@echo "make quickstart          set up .venv (idempotent) and run the main job on its embedded default"
@@ -9,6 +9,7 @@ help:
 	@echo "make test-fast           lint, run the tests not marked slow (< 3 min on 2 cores)"
 	@echo "make env                 only create/update .venv (first run builds mmcv: ~30 min on 2 cores)"
 	@echo "make benchmark-attention full attention benchmark -> docs/benchmarks.md inputs in bench_out/"
+	@echo "make benchmark-hf        transformers' DinatModel on our attention vs SwinModel vs core DiNAT-T"
 	@echo "make collect-env         print versions and available attention backends"
 
 env:
@@ -29,6 +30,9 @@ test-fast: lint
 
 benchmark-attention: env
 	$(PY) tools/benchmark_attention.py --out bench_out
+
+benchmark-hf: env
+	$(PY) tools/benchmark_hf.py --out bench_out/hf.md
 
 collect-env: env
 	$(PY) tools/collect_env.py

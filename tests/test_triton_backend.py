@@ -1,7 +1,8 @@
 """The fused Triton backend, run by Triton's interpreter on CPU tensors (no GPU needed).
 
-``TRITON_INTERPRET=1`` must be set before the kernels are first imported; it is set
-here at collection time (on a machine with a GPU the same tests run on CUDA).
+``TRITON_INTERPRET=1`` must be set before ``triton.language`` is first imported;
+``tests/conftest.py`` sets it for the session, and this file again for a run of its own
+(on a machine with a GPU the same tests run on CUDA).
 Reference: the fp64 ``torch`` backend, itself checked against a per-query loop in
 ``test_attention.py``.
 """
