@@ -48,11 +48,11 @@ GOAL = 0.10  # largest accepted HF/core - 1
 
 def build_models() -> tuple[dict[str, torch.nn.Module], str]:
     """The three models (random weights, fp32, CPU) and the HF attention status line."""
-    from transformers import DinatConfig, DinatModel, SwinConfig, SwinModel
-
     from nattk.hf import use_toolkit_attention
 
-    status = use_toolkit_attention()
+    status = use_toolkit_attention()  # before importing Dinat* (NATTEN >= 0.20 breaks that)
+    from transformers import DinatConfig, DinatModel, SwinConfig, SwinModel
+
     torch.manual_seed(0)
     dinat = DinatConfig(
         embed_dim=64,
