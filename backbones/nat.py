@@ -243,11 +243,17 @@ class NeighborhoodTransformer(nn.Module):
                 x = block(x)
         return x
 
-    def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Channels-last features of every level, taken before its downsampler."""
+    def forward_levels(self, x: torch.Tensor, with_stem: bool = False) -> list[torch.Tensor]:
+        """Channels-last features of every level, taken before its downsampler.
+
+        Args:
+            x: ``[B, C, H, W]`` images.
+            with_stem: Put the patch embedding's output first (transformers' convention
+                for ``hidden_states``).
+        """
         self._check_input(x)
         x = self.pos_drop(self.patch_embed(x))
-        features = []
+        features = [x] if with_stem else []
         for stage in self.stages:
             x = self._run_blocks(stage, x)
             features.append(x)

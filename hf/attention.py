@@ -3,24 +3,26 @@
 transformers' ``modeling_dinat`` (and 4.x's ``modeling_nat``) compute neighborhood
 attention with NATTEN 0.14–0.17's ``natten2dqkrpb`` / ``natten2dav``, which NATTEN
 removed in 0.20; transformers 5.x also lays q/k/v out wrongly before calling them
-(``.view(B, H, W, heads, D).transpose(1, 2)`` gives ``[B, W, H, heads, D]`` where 4.x's
-``permute(0, 3, 1, 2, 4)`` gave ``[B, heads, H, W, D]``), so published weights compute
-something else on non-square maps.
+(``.view(B, H, W, heads, D).transpose(1, 2)`` gives ``[B, W, H, heads, D]``, which NATTEN
+reads as W heads of an H x heads map, where 4.x's ``permute(0, 3, 1, 2, 4)`` gave
+``[B, heads, H, W, D]``), so published weights cannot compute what they were trained for.
 
 :func:`use_toolkit_attention` fixes both in memory, without touching a file:
 
 * it imports the modeling modules with NATTEN hidden from their import-time check
   (NATTEN >= 0.20 lacks the names they import), and lets their ``requires_backends``
   checks pass for ``natten``;
-* it replaces ``NeighborhoodAttention.forward`` with one that projects q, k, v in one
-  GEMM, lays them out as ``[B, H, W, heads, D]`` and runs
+* it replaces ``NeighborhoodAttention.forward`` with one that projects q, k, v (in one
+  GEMM when nothing wraps or hooks the projections), lays them out as
+  ``[B, H, W, heads, D]`` and runs
   :func:`~nattk.backbones.attention.neighborhood_attention_2d` (the unfused pair when
   attention weights are returned or dropped out), i.e. 4.x's semantics on every version;
 * it checks every attention layer's kernel size and dilation, raising our error.
 
 Every model class that builds these layers is covered: ``DinatModel``,
 ``DinatForImageClassification``, ``DinatBackbone`` and everything that loads the latter
-through ``AutoBackbone`` (OneFormer, Mask2Former, UperNet), plus 4.x's ``Nat*``.
+through ``AutoBackbone`` (OneFormer, Mask2Former, UperNet), plus 4.x's ``Nat*``. On
+transformers 5.x the call also registers :mod:`nattk.hf.backbone` with the Auto classes.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class AttentionStatus:
 class _State:
     status: Optional[AttentionStatus] = None
     # (module, attribute) -> original value, for restore_transformers_attention().
-    originals: dict = field(default_factory=dict)
+    originals: dict[tuple[object, str], object] = field(default_factory=dict)
     # NATTEN <= 0.17's (natten2dqkrpb, natten2dav) when they stay in charge, else None.
     natten_kernels: Optional[tuple[Callable, Callable]] = None
 
@@ -117,6 +119,9 @@ def _legacy_natten_kernels() -> Optional[tuple[Callable, Callable]]:
 def check_attention_layer(layer: torch.nn.Module) -> None:
     """Raises our error for a transformers NA layer this toolkit's operator cannot run.
 
+    Args:
+        layer: A transformers ``NeighborhoodAttention`` module (Nat or Dinat).
+
     Raises:
         ValueError: ``kernel_size`` not an odd positive int (the bias table needs a
             centre), or ``dilation`` not a positive int.
@@ -145,17 +150,44 @@ def _checked_init(original_init):
 
 
 # ------------------------------------------------------------------ the forward
+def _plain_linear(module: torch.nn.Module) -> bool:
+    """Whether ``module`` is an ``nn.Linear`` that nothing wraps or hooks (LoRA, offloading)."""
+    return (
+        type(module) is torch.nn.Linear
+        and not module._forward_hooks
+        and not module._forward_pre_hooks
+    )
+
+
 def _project_qkv(layer, hidden_states: torch.Tensor):
-    """q, k, v as ``[B, H, W, heads, D]`` views of one GEMM over the separate projections."""
-    weight = torch.cat([layer.query.weight, layer.key.weight, layer.value.weight])
-    biases = [layer.query.bias, layer.key.bias, layer.value.bias]
-    bias = None if biases[0] is None else torch.cat(biases)
-    qkv = F.linear(hidden_states, weight, bias)
-    shape = (*hidden_states.shape[:3], 3, layer.num_attention_heads, layer.attention_head_size)
-    return qkv.view(shape).unbind(3)
+    """q, k, v as ``[B, H, W, heads, D]``.
+
+    One GEMM over the concatenated weights when the three projections are plain
+    ``nn.Linear`` layers; otherwise each module is called, so that adapters (PEFT's
+    LoRA), hooks and quantised layers keep working.
+    """
+    heads, dim = layer.num_attention_heads, layer.attention_head_size
+    projections = (layer.query, layer.key, layer.value)
+    if all(_plain_linear(m) for m in projections) and not _global_module_hooks():
+        weight = torch.cat([m.weight for m in projections])
+        bias = None if layer.query.bias is None else torch.cat([m.bias for m in projections])
+        qkv = F.linear(hidden_states, weight, bias)
+        return qkv.view(*hidden_states.shape[:3], 3, heads, dim).unbind(3)
+    return tuple(m(hidden_states).view(*hidden_states.shape[:3], heads, dim) for m in projections)
 
 
-def toolkit_attention_forward(self, hidden_states: torch.Tensor, output_attentions=False):
+def _global_module_hooks() -> bool:
+    """Whether process-wide module hooks are registered (they must see every Linear call)."""
+    module = torch.nn.modules.module
+    return bool(
+        getattr(module, "_global_forward_hooks", None)
+        or getattr(module, "_global_forward_pre_hooks", None)
+    )
+
+
+def toolkit_attention_forward(
+    self, hidden_states: torch.Tensor, output_attentions: Optional[bool] = False
+) -> tuple[torch.Tensor, ...]:
     """``NeighborhoodAttention.forward`` with transformers 4.x's semantics.
 
     Args:
@@ -260,10 +292,11 @@ def _warn_if_untested(version: str) -> None:
 def use_toolkit_attention(force: bool = False) -> AttentionStatus:
     """Makes transformers' Nat/Dinat classes run on this toolkit's attention.
 
-    Call it once, before or after ``import transformers``, before running a model; the
-    models built earlier are covered too. Calling it again is harmless. It also
-    registers this toolkit's backbones with ``AutoConfig`` / ``AutoBackbone``
-    (:mod:`nattk.hf.backbone`).
+    Call it once, before or after ``import transformers``, and before
+    ``from transformers import Dinat...`` where NATTEN >= 0.20 is installed (that import
+    fails there without it; the call, made even after such a failure, makes it work).
+    Calling it again is harmless. On transformers 5.x it also registers this toolkit's
+    backbones with ``AutoConfig`` / ``AutoBackbone`` (:mod:`nattk.hf.backbone`).
 
     Args:
         force: When NATTEN <= 0.17 (which still has the kernels transformers calls) is
@@ -298,15 +331,17 @@ def use_toolkit_attention(force: bool = False) -> AttentionStatus:
             f"transformers {transformers.__version__} has no Nat/Dinat modeling module "
             f"({', '.join(MODELING_MODULES)})"
         )
-    from .backbone import register_backbones
-
-    register_backbones()
     status = AttentionStatus(
         attention="nattk" if legacy is None else f"natten {natten}",
         transformers_version=transformers.__version__,
         modules=modules,
         natten_version=natten,
     )
+    _STATE.status = status
+    if int(transformers.__version__.split(".")[0]) >= 5:  # BackboneMixin's 5.x conventions
+        from .backbone import register_backbones
+
+        register_backbones()
     if legacy is not None:
         logger.warning(
             "%s; NATTEN %s still has natten2dqkrpb/natten2dav, so it keeps computing the "
@@ -316,7 +351,6 @@ def use_toolkit_attention(force: bool = False) -> AttentionStatus:
         )
     else:
         logger.info("%s", status)
-    _STATE.status = status
     return status
 
 

@@ -22,24 +22,40 @@ attribute ``backbone``, so its state-dict keys are the official ones with a
 ``backbone.`` prefix, it pads small maps as the published checkpoints were trained,
 and :meth:`NattkBackbone.from_pretrained` reads weights through
 :func:`nattk.backbones.load_pretrained`, which refuses a file that lacks tensors.
+
+Importing this module registers the two classes with the Auto classes (a process that
+loads a saved Mask2Former/OneFormer/UperNet with a ``"nattk"`` backbone must import it,
+or call :func:`nattk.hf.use_toolkit_attention`, first). It needs transformers >= 5.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Mapping, Optional, Union
 
 import torch
-from transformers import AutoBackbone, AutoConfig, PreTrainedConfig, PreTrainedModel
-from transformers import initialization as init
-from transformers.backbone_utils import BackboneConfigMixin, BackboneMixin
-from transformers.modeling_outputs import BackboneOutput
+
+try:
+    from transformers import AutoBackbone, AutoConfig, PreTrainedConfig, PreTrainedModel
+    from transformers import initialization as init
+    from transformers.backbone_utils import BackboneConfigMixin, BackboneMixin
+    from transformers.modeling_outputs import BackboneOutput
+except ImportError as error:  # transformers 4.x: other backbone conventions
+    raise ImportError(
+        "nattk.hf.backbone needs transformers >= 5 (tested: 5.23.0); "
+        "use_toolkit_attention() alone also supports 4.46.3"
+    ) from error
 
 from nattk.backbones import VARIANTS, create_model, load_pretrained
 from nattk.backbones.attention import NeighborhoodAttention2D
+from nattk.backbones.layers import NALayer
 
 MODEL_TYPE = "nattk"
+_FIXED_OUTPUTS = (
+    "a NattkBackbone's outputs are fixed when it is built (they decide its output norms); "
+    "build a new one from a config with the out_features you want"
+)
 #: Files :meth:`NattkBackbone.from_pretrained` looks for, in this order, before a
 #: folder's single ``.pth``/``.pt`` file.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -101,8 +117,11 @@ class NattkBackboneConfig(BackboneConfigMixin, PreTrainedConfig):
     _out_indices: Optional[list] = None
 
     def __post_init__(self, **kwargs):
+        """Checks the variant and kernel, derives ``stage_names``, aligns the outputs."""
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; choose from {sorted(VARIANTS)}")
+        if isinstance(self.kernel_size, bool) or not isinstance(self.kernel_size, int):
+            raise ValueError(f"kernel_size must be an int, got {self.kernel_size!r}")
         depths = self.depths if self.depths is not None else VARIANTS[self.variant].depths
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, len(depths) + 1)]
         self.set_output_features_output_indices(
@@ -128,7 +147,8 @@ class NattkBackboneConfig(BackboneConfigMixin, PreTrainedConfig):
             dilations=self.dilations,
             kernel_size=self.kernel_size,
             in_chans=self.num_channels,
-            out_indices=[i - 1 for i in self.out_indices],
+            # Through the names: transformers keeps negative out_indices as given.
+            out_indices=[self.stage_names.index(name) - 1 for name in self.out_features],
             frozen_stages=self.frozen_stages,
             **overrides,
         )
@@ -139,13 +159,16 @@ class NattkBackbone(BackboneMixin, PreTrainedModel):
 
     ``feature_maps`` are the normed ``[B, C_i, H/4·2^i, W/4·2^i]`` outputs of the
     levels in ``out_features``. Attention weights are not returned
-    (``has_attentions = False``); ``output_hidden_states=True`` adds every level's
-    un-normed features, NCHW.
+    (``has_attentions = False``); ``output_hidden_states=True`` adds one un-normed NCHW
+    tensor per stage name (the patch embedding's, then every level's).
+
+    ``out_features`` / ``out_indices`` are fixed when the backbone is built (they decide
+    which output norms exist); to change them, build a new one from a new config.
     """
 
     config: NattkBackboneConfig
     config_class = NattkBackboneConfig
-    base_model_prefix = MODEL_TYPE
+    base_model_prefix = MODEL_TYPE  # no base-model attribute: the network is `backbone`
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     has_attentions = False
@@ -157,10 +180,35 @@ class NattkBackbone(BackboneMixin, PreTrainedModel):
         self.num_features = [self.backbone.widths[0], *self.backbone.widths]
         self.post_init()
 
+    @property
+    def out_features(self) -> list[str]:
+        return self.config.out_features
+
+    @out_features.setter
+    def out_features(self, value) -> None:
+        raise AttributeError(_FIXED_OUTPUTS)
+
+    @property
+    def out_indices(self) -> list[int]:
+        return self.config.out_indices
+
+    @out_indices.setter
+    def out_indices(self, value) -> None:
+        raise AttributeError(_FIXED_OUTPUTS)
+
     def _init_weights(self, module: torch.nn.Module) -> None:
+        """transformers' initialisation, plus the core's rpb and layer-scale values.
+
+        transformers builds models on the meta device and initialises what a checkpoint
+        does not hold through this method, so every parameter of the core is covered.
+        """
         super()._init_weights(module)
         if isinstance(module, NeighborhoodAttention2D) and module.rpb is not None:
             init.trunc_normal_(module.rpb, std=0.02, a=-2.0, b=2.0)
+        elif isinstance(module, NALayer) and module.gamma1 is not None:
+            layer_scale = VARIANTS[self.config.variant].layer_scale
+            init.constant_(module.gamma1, layer_scale)
+            init.constant_(module.gamma2, layer_scale)
 
     def forward(
         self,
@@ -170,18 +218,28 @@ class NattkBackbone(BackboneMixin, PreTrainedModel):
         return_dict: Optional[bool] = None,
         **kwargs,
     ) -> Union[BackboneOutput, tuple]:
-        """Runs the backbone on ``pixel_values`` ``[B, C, H, W]``."""
+        """Runs the backbone.
+
+        Args:
+            pixel_values: ``[B, C, H, W]`` images.
+            output_hidden_states: Also return every stage's un-normed features.
+            output_attentions: Must be false (not available).
+            return_dict: Return a ``BackboneOutput`` (default) or a tuple.
+
+        Raises:
+            ValueError: ``output_attentions`` was asked for.
+        """
         if output_attentions:
             raise ValueError("NattkBackbone does not return attention weights")
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         if return_dict is None:
             return_dict = self.config.return_dict
-        levels = self.backbone.forward_levels(pixel_values)
+        stem, *levels = self.backbone.forward_levels(pixel_values, with_stem=True)
         feature_maps = tuple(self.backbone.dense_outputs(levels))
         hidden_states = None
-        if output_hidden_states:
-            hidden_states = tuple(level.permute(0, 3, 1, 2) for level in levels)
+        if output_hidden_states:  # one per stage name: the stem's, then every level's
+            hidden_states = tuple(h.permute(0, 3, 1, 2) for h in (stem, *levels))
         if not return_dict:
             return (feature_maps,) + ((hidden_states,) if output_hidden_states else ())
         return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states)
@@ -208,7 +266,8 @@ class NattkBackbone(BackboneMixin, PreTrainedModel):
             pretrained_model_name_or_path: The folder.
             config: Use this configuration instead of the folder's ``config.json``.
             allow_missing: Load even when the file lacks some of the model's tensors.
-            dtype: Cast the loaded model to this dtype (``torch_dtype`` is accepted too).
+            dtype: Cast the loaded model to this dtype, or its name (``torch_dtype`` is
+                accepted too).
             **kwargs: Configuration overrides (e.g. ``out_features``).
 
         Raises:
@@ -218,7 +277,7 @@ class NattkBackbone(BackboneMixin, PreTrainedModel):
         """
         if model_args:
             raise TypeError(f"{cls.__name__}.from_pretrained takes no positional model args")
-        folder = Path(pretrained_model_name_or_path)
+        folder = Path(pretrained_model_name_or_path) / kwargs.pop("subfolder", "")
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"{folder} is not a folder; download the model first (e.g. "
@@ -232,15 +291,20 @@ class NattkBackbone(BackboneMixin, PreTrainedModel):
                 str(folder), return_unused_kwargs=True, **kwargs
             )
         else:
-            for name in [k for k in kwargs if hasattr(config, k)]:
-                setattr(config, name, kwargs.pop(name))
+            overrides = {k: kwargs.pop(k) for k in list(kwargs) if hasattr(config, k)}
+            base = config.to_dict()
+            if {"out_features", "out_indices"} & set(overrides):
+                base.pop("out_features", None), base.pop("out_indices", None)
+            config = cls.config_class.from_dict({**base, **overrides})
         if kwargs:
             raise TypeError(
                 f"{cls.__name__}.from_pretrained got unknown arguments {sorted(kwargs)}"
             )
         model = cls(config)
         load_pretrained(model.backbone, weights_file(folder), allow_missing=allow_missing)
-        if dtype not in (None, "auto"):
+        if isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(torch, dtype)
+        if isinstance(dtype, torch.dtype):
             model = model.to(dtype)
         return model.eval()
 
@@ -265,7 +329,9 @@ def weights_file(folder: Union[str, os.PathLike]) -> Path:
 
 
 def save_backbone_folder(
-    checkpoint, folder: Union[str, os.PathLike], config: NattkBackboneConfig
+    checkpoint: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
+    folder: Union[str, os.PathLike],
+    config: NattkBackboneConfig,
 ) -> Path:
     """Writes ``checkpoint`` as a model folder that :meth:`NattkBackbone.from_pretrained` reads.
 

@@ -52,6 +52,7 @@ def collect() -> dict[str, str]:
         "mmdet": _version("mmdet"),
         "mmseg": _version("mmseg"),
         "detectron2": _version("detectron2"),
+        "transformers": _version("transformers"),
         "CPU NA kernels": cpu_extension.status(),
     }
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -12,8 +12,8 @@ read with the ``safetensors`` package (no pickle); every other file with
 * ``--to d2``: a Detectron2 ``.pkl`` (``{"model": numpy arrays, "__author__": ...,
   "matching_heuristics": True}``) for the Mask2Former adapter, or
 * ``--to hf``: a Hugging Face model folder (``config.json`` + ``model.safetensors``) of
-  :class:`nattk.hf.NattkBackbone`, for ``AutoBackbone.from_pretrained`` and transformers'
-  Mask2Former / OneFormer / UperNet (needs ``--variant``; transformers installed).
+  :class:`nattk.hf.NattkBackbone`, read by ``NattkBackbone.from_pretrained`` (needs
+  ``--variant``; transformers >= 5 installed).
 
 Examples::
 
@@ -35,7 +35,6 @@ from pathlib import Path
 import torch
 
 from nattk.backbones.checkpoint import (
-    CLASSIFIER_KEY,
     drop_classifier,
     read_state_dict,
     resize_rpb,
@@ -109,8 +108,8 @@ def main(argv=None) -> None:
             kernel_size=args.kernel_size or checkpoint_kernel_size(state),
             out_features=args.out_features,
         )
-        save_backbone_folder(state, dst, config)
-        state = {k: v for k, v in state.items() if not CLASSIFIER_KEY.match(k)}
+        model_folder = save_backbone_folder(state, dst, config)
+        state = read_state_dict(model_folder / "model.safetensors")  # what was written
     elif args.to == "d2":
         with open(dst, "wb") as f:
             pickle.dump(detectron2_payload(state), f)

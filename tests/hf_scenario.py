@@ -52,6 +52,12 @@ def main() -> None:
         for name, x in fixture_inputs().items():
             out = model(x).last_hidden_state
             diffs.append((out - fix.output(name, "last_hidden_state")).abs().max().item())
+        # The unfused path (attention weights returned): same output, NATTEN's layout.
+        out = model(fixture_inputs()["x_56x72"], output_attentions=True)
+        diffs.append(
+            (out.last_hidden_state - fix.output("x_56x72", "last_hidden_state")).abs().max().item()
+        )
+    report["attention_shapes"] = [list(a.shape) for a in out.attentions]
     report["max_diff"] = max(diffs)
     functional = None
     if not args.hide_natten and importlib.util.find_spec("natten") is not None:

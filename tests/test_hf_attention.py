@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import natten_reference
@@ -44,6 +45,8 @@ pytestmark = pytest.mark.skipif(not HAVE_TRANSFORMERS, reason=SKIP_REASON)
 
 TESTS = Path(__file__).resolve().parent
 EXACT = dict(atol=1e-10, rtol=0)
+#: One per level (its last layer), [B, heads, H, W, k*k] at the padded map size.
+ATTENTION_SHAPES_56X72 = [[1, 1, 14, 18, 9], [1, 2, 7, 9, 9], [1, 2, 6, 6, 9], [1, 4, 3, 3, 9]]
 
 
 def dinat_module():
@@ -114,11 +117,27 @@ def test_output_attentions_are_natten_layout_softmax_weights():
         fused = model(x).last_hidden_state
         out = model(x, output_attentions=True)
     torch.testing.assert_close(out.last_hidden_state, fused, **EXACT)
-    # One per level (its last layer), [B, heads, H, W, k*k] at the padded map size.
-    shapes = [tuple(a.shape) for a in out.attentions]
-    assert shapes == [(1, 1, 14, 18, 9), (1, 2, 7, 9, 9), (1, 2, 6, 6, 9), (1, 4, 3, 3, 9)]
+    shapes = [list(a.shape) for a in out.attentions]
+    assert shapes == ATTENTION_SHAPES_56X72
     for attn in out.attentions:
         torch.testing.assert_close(attn.sum(-1), torch.ones_like(attn[..., 0]), **EXACT)
+
+
+def test_fine_tuning_gradients_equal_4_46_3s():
+    # The fp64 gradients 4.46.3's own code computed (on the NATTEN reference), for every
+    # rpb and q/k/v weight: backward through transformers 5 on our operator matches.
+    from safetensors.torch import load_file
+
+    hf = dinat_classes()
+    fix = fixture("dinat_model_ls")
+    expected = load_file(str(fix.folder / "grads.safetensors"))
+    model = hf.Model.from_pretrained(fix.folder).double().train()
+    model(fixture_inputs()["x_56x72"]).last_hidden_state.square().sum().backward()
+    params = dict(model.named_parameters())
+    assert len(expected) == 4 * 6  # rpb, query, key, value of the 6 layers
+    for name, grad in expected.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(params[name].grad, grad, atol=1e-10, rtol=1e-10)
 
 
 def test_fine_tuning_gradients_equal_the_core_models():
@@ -193,6 +212,46 @@ def test_torch_compile_matches_eager_forward_and_backward():
     torch.testing.assert_close(rpb.grad, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_hooks_and_wrapped_projections_are_honoured():
+    # LoRA-style adapters and hooks on query/key/value must see every call: with a hook
+    # the projections run as modules (same result), and what a hook changes counts.
+    hf = dinat_classes()
+    model = randomise(hf.Model(small_config(hf, "dinat", 1e-5))).double()
+    x = fixture_inputs()["x_56x72"]
+    with torch.no_grad():
+        fused = model(x).last_hidden_state
+    layers = [m for m in model.modules() if type(m).__name__ == "NeighborhoodAttention"]
+    calls = []
+    handles = [
+        layer.value.register_forward_hook(lambda m, args, out: calls.append(1)) for layer in layers
+    ]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).last_hidden_state, fused, **EXACT)
+    assert len(calls) == len(layers) == 6
+    handles.append(layers[0].query.register_forward_hook(lambda m, args, out: out * 0))
+    with torch.no_grad():
+        assert not torch.allclose(model(x).last_hidden_state, fused)
+    for handle in handles:
+        handle.remove()
+
+
+def test_the_call_is_idempotent_and_restorable():
+    module = dinat_module()
+    layer = module.NeighborhoodAttention
+    use_toolkit_attention()
+    use_toolkit_attention()
+    assert layer.__init__.__wrapped__ is not None
+    assert not hasattr(layer.__init__.__wrapped__, "__wrapped__")  # wrapped once
+    restore_transformers_attention()
+    try:
+        assert layer.forward.__module__ == module.__name__
+        assert not hasattr(layer.__init__, "__wrapped__")
+        assert attention_status() is None
+    finally:
+        use_toolkit_attention()
+    assert layer.forward.__module__ == "nattk.hf.attention"
+
+
 # --------------------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     "options, match",
@@ -220,7 +279,9 @@ def test_an_untested_transformers_version_is_warned_about(monkeypatch):
 
 
 def test_status_names_the_attention_that_runs():
-    status = use_toolkit_attention()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the tested version: no warning
+        status = use_toolkit_attention()
     assert status.attention == "nattk" and status.modules == ["modeling_dinat"]
     assert attention_status() is status
     installed = None
@@ -328,6 +389,7 @@ def test_without_natten_import_before_or_after_the_call():
     assert report["status"]["attention"] == "nattk"
     assert report["status"]["natten_version"] is None
     assert report["max_diff"] < 1e-10
+    assert report["attention_shapes"] == ATTENTION_SHAPES_56X72
     assert run_scenario("--hide-natten")["max_diff"] < 1e-10
     assert transformers_sources() == before  # nothing was written to disk
 
@@ -384,6 +446,7 @@ def test_with_natten_0_17_it_stays_unless_forced(tmp_path):
     assert kept["status"]["attention"] == "natten 0.17.4"
     assert kept["natten_calls"] > 0  # NATTEN computed it, in 4.x's layout on transformers 5
     assert kept["max_diff"] < 1e-10
+    assert kept["attention_shapes"] == ATTENTION_SHAPES_56X72
     forced = run_scenario("--force", pythonpath=[tmp_path])
     assert forced["status"]["attention"] == "nattk"
     assert forced["natten_calls"] == 0

@@ -72,14 +72,24 @@ def test_feature_maps_equal_the_core_backbones(hf):
     assert len(out.feature_maps) == 2
     for ours, theirs in zip(out.feature_maps, expected):
         assert torch.equal(ours, theirs)
-    assert [tuple(h.shape) for h in out.hidden_states] == [
+    assert [tuple(h.shape) for h in out.hidden_states] == [  # one per stage name
+        (2, 16, 16, 24),
         (2, 16, 16, 24),
         (2, 32, 8, 12),
         (2, 64, 4, 6),
         (2, 128, 2, 3),
     ]
-    assert torch.equal(out.hidden_states[2], levels[2].permute(0, 3, 1, 2))
+    assert len(out.hidden_states) == len(model.stage_names) == 5
+    assert torch.equal(out.hidden_states[3], levels[2].permute(0, 3, 1, 2))
     assert model(x, return_dict=False)[0][0].shape == (2, 32, 8, 12)
+
+
+def test_negative_out_indices_and_fixed_outputs(hf):
+    model = tiny(hf, out_features=None, out_indices=[-3, -1])
+    assert model.out_features == ["stage2", "stage4"] and model.backbone.out_indices == (1, 3)
+    assert [f.shape[1] for f in model(torch.randn(1, 3, 64, 96)).feature_maps] == [32, 128]
+    with pytest.raises(AttributeError, match="fixed when it is built"):
+        model.out_features = ["stage1"]
 
 
 def test_save_pretrained_round_trip(hf, tmp_path):

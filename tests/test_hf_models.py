@@ -186,12 +186,42 @@ def test_mask2former_with_a_nattk_backbone_reloads_through_from_pretrained(tmp_p
     loaded, info = Mask2FormerForUniversalSegmentation.from_pretrained(
         tmp_path, output_loading_info=True
     )
-    assert info["missing_keys"] == set() or not info["missing_keys"]
-    assert not info["unexpected_keys"]
+    assert not info["missing_keys"] and not info["unexpected_keys"]
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         a, b = model(x), loaded.eval()(x)
     torch.testing.assert_close(a.masks_queries_logits, b.masks_queries_logits)
+
+
+def test_backbone_weights_a_checkpoint_lacks_are_initialised_like_the_core(tmp_path):
+    # A Mask2Former head saved without backbone weights (e.g. a backbone swapped in):
+    # transformers' loader builds on the meta device and initialises what is missing
+    # through _init_weights, which must give rpb noise and the variant's layer scale.
+    from safetensors.torch import load_file, save_file
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+
+    from nattk.hf import NattkBackboneConfig
+
+    backbone = NattkBackboneConfig(
+        variant="nat_small", embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
+        out_features=STAGES,
+    )  # fmt: skip
+    config = Mask2FormerConfig(backbone_config=backbone, num_queries=6, num_labels=NUM_LABELS)
+    Mask2FormerForUniversalSegmentation(config).save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    state = load_file(str(path))
+    save_file(
+        {k: v for k, v in state.items() if ".backbone." not in k}, str(path), {"format": "pt"}
+    )
+    model, info = Mask2FormerForUniversalSegmentation.from_pretrained(
+        tmp_path, output_loading_info=True
+    )
+    assert any(k.endswith("gamma1") for k in info["missing_keys"])
+    core = model.model.pixel_level_module.encoder.backbone
+    for block in (core.levels[0].blocks[0], core.levels[2].blocks[1]):
+        assert torch.equal(block.gamma1, torch.full_like(block.gamma1, 1e-5))
+        assert torch.equal(block.gamma2, torch.full_like(block.gamma2, 1e-5))
+        assert 0 < block.attn.rpb.std() < 0.1
 
 
 # --------------------------------------------------------------------------- pipelines

@@ -40,7 +40,7 @@ CLASSIFIER = ["head.bias", "head.weight", "norm.bias", "norm.weight"]
 
 
 @pytest.fixture(params=["toolkit", "hugging_face"])
-def source(request, tmp_path, monkeypatch):
+def source(request, tmp_path):
     """``(path, official-layout state dict it holds)`` of a DiNAT classifier file."""
     if request.param == "toolkit":
         state = small_model("dinat", LAYER_SCALE, num_classes=5).state_dict()

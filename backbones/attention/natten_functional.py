@@ -29,7 +29,7 @@ What NATTEN 0.17 offered beyond this (causal masking, ``additional_keys`` /
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -40,13 +40,13 @@ from .functional import na2d_qk as _na2d_qk
 __all__ = ["na2d_av", "na2d_qk", "natten2dav", "natten2dqk", "natten2dqkrpb"]
 
 
-def _ours(x: torch.Tensor, name: str) -> torch.Tensor:
+def _ours(x: torch.Tensor, name: str, last: str = "dim") -> torch.Tensor:
     """``[B, heads, H, W, D]`` -> ``[B, H, W, heads, D]`` (a view)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 5:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(
-            f"{name} must be laid out [batch, heads, height, width, dim] (NATTEN's 2-D layout), "
-            f"got {shape}"
+            f"{name} must be laid out [batch, heads, height, width, {last}] (NATTEN's 2-D "
+            f"layout), got {shape}"
         )
     return x.permute(0, 2, 3, 1, 4)
 
@@ -111,7 +111,7 @@ def natten2dav(
     Returns:
         ``[B, heads, H, W, D]``.
     """
-    out = _na2d_av(_ours(attn, "attn"), _ours(value, "value"), kernel_size, dilation)
+    out = _na2d_av(_ours(attn, "attn", "k*k"), _ours(value, "value"), kernel_size, dilation)
     return _natten(out)
 
 
@@ -121,10 +121,19 @@ def na2d_qk(
     kernel_size: IntPair,
     dilation: IntPair = 1,
     additional_keys: Optional[torch.Tensor] = None,
-    is_causal=False,
+    is_causal: Union[bool, Sequence[bool]] = False,
     rpb: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """NATTEN 0.17's ``na2d_qk``: :func:`natten2dqkrpb` with ``rpb`` as a keyword.
+
+    Args:
+        query: ``[B, heads, H, W, D]``, already scaled by the caller.
+        key: Shaped like ``query``.
+        kernel_size: Odd window size (int, or a per-axis pair).
+        dilation: Dilation (int, or a per-axis pair).
+        additional_keys: Not supported (must be ``None``).
+        is_causal: Not supported (must be false).
+        rpb: ``[heads, 2k-1, 2k-1]`` relative position bias, or ``None``.
 
     Raises:
         NotImplementedError: ``additional_keys`` or causal masking was asked for.
@@ -139,9 +148,17 @@ def na2d_av(
     kernel_size: IntPair,
     dilation: IntPair = 1,
     additional_values: Optional[torch.Tensor] = None,
-    is_causal=False,
+    is_causal: Union[bool, Sequence[bool]] = False,
 ) -> torch.Tensor:
     """NATTEN 0.17's ``na2d_av`` (see :func:`natten2dav`).
+
+    Args:
+        attn: ``[B, heads, H, W, k*k]`` attention weights.
+        value: ``[B, heads, H, W, D]``.
+        kernel_size: Window size (int, or a per-axis pair).
+        dilation: Dilation (int, or a per-axis pair).
+        additional_values: Not supported (must be ``None``).
+        is_causal: Not supported (must be false).
 
     Raises:
         NotImplementedError: ``additional_values`` or causal masking was asked for.
