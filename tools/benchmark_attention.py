@@ -141,6 +141,7 @@ class Result:
     note: str = ""
     ratio_fwd_bwd_to_swin: Optional[float] = field(default=None)
     tflops_fwd_bwd: Optional[float] = None
+    percent_of_matmul: Optional[float] = None
 
 
 # --------------------------------------------------------------------------- memory
@@ -312,7 +313,16 @@ def _neighborhood_mask(shape: Shape, device, dtype):
 def _median_ms(
     fn: Callable[[], None], repeats: int, sync: Callable[[], None], min_time: float = 1.0
 ) -> float:
-    """Median wall time; short calls are repeated until ``min_time`` seconds are covered."""
+    """Median time of ``fn`` in ms.
+
+    On CUDA (``sync`` is ``torch.cuda.synchronize``) Triton's ``do_bench`` (CUDA events,
+    L2 flushed between runs; present in Triton 3.6 and 3.7); elsewhere wall time, short
+    calls repeated until ``min_time`` seconds are covered.
+    """
+    if sync is torch.cuda.synchronize:
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, warmup=10, rep=max(50, 20 * repeats), return_mode="median"))
     fn()
     sync()
     start = time.perf_counter()
@@ -520,6 +530,14 @@ def run_shape_gpu(shape: Shape, args, device, dtype) -> list[Result]:
     return results
 
 
+def matmul_ceiling_tflops(device, dtype=torch.bfloat16, size: int = 8192) -> float:
+    """Measured TFLOP/s of one ``size``-cubed matrix product on random data (the ceiling)."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    ms = _median_ms(lambda: a @ b, 5, sync)
+    return 2 * size**3 / (ms * 1e-3) / 1e12
+
+
 def _grads_of(shape: Shape, backend: str, dtype, q, k, v, rpb, grad) -> list:
     """``[out, dq, dk, dv, drpb]`` in ``dtype`` (the bias stays an fp32 parameter)."""
     leaves = [x.detach().to(dtype).requires_grad_(True) for x in (q, k, v)]
@@ -566,7 +584,8 @@ def compiled_variants() -> dict:
     from nattk.backbones.attention import triton_kernels
 
     counts = {}
-    for name in ("na2d_fwd_kernel", "na2d_bwd_dq_kernel", "na2d_bwd_dkdv_kernel"):
+    names = ("na2d_fwd_kernel", "na2d_bwd_dq_kernel", "na2d_bwd_dkdv_kernel")
+    for name in (*names, *(f"{n}_unaligned" for n in names)):
         fn = getattr(triton_kernels, name)
         caches = getattr(fn, "device_caches", None)
         try:
@@ -598,14 +617,14 @@ def to_markdown(results: list[Result], header: str) -> str:
         header,
         "",
         "| shape | B×H×W | dil | method | fwd ms | fwd+bwd ms | ×Swin (fwd+bwd) | "
-        "eff. TFLOP/s (fwd+bwd) | peak extra MB | note |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "eff. TFLOP/s (fwd+bwd) | % of matmul | peak extra MB | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.shape} | {r.tokens} | {r.dilation} | {r.method} | {fmt(r.fwd_ms)} | {fmt(r.fwd_bwd_ms)} | "
             f"{fmt(r.ratio_fwd_bwd_to_swin, '.2f')} | {fmt(r.tflops_fwd_bwd, '.2f')} | "
-            f"{fmt(r.peak_extra_mb, '.0f')} | {r.note} |"
+            f"{fmt(r.percent_of_matmul, '.1f')} | {fmt(r.peak_extra_mb, '.0f')} | {r.note} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -676,6 +695,11 @@ def main(argv=None) -> None:
     print(header, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    ceiling = None
+    if suite == "gpu":
+        ceiling = matmul_ceiling_tflops(device, size=8192 // args.shrink)
+        header += f" Measured {args.dtype} matmul ceiling: {ceiling:.0f} TFLOP/s."
+        print(f"matmul ceiling: {ceiling:.1f} TFLOP/s", flush=True)
     if args.check:
         checks = check_correctness(shapes, device)
         (out / "correctness.md").write_text(header + "\n\n" + correctness_markdown(checks))
@@ -685,6 +709,9 @@ def main(argv=None) -> None:
     for shape in shapes:
         run = run_shape if suite == "cpu" else run_shape_gpu
         rows = run(shape, args, device, dtype)
+        for r in rows:
+            if ceiling and r.tflops_fwd_bwd:
+                r.percent_of_matmul = 100 * r.tflops_fwd_bwd / ceiling
         results.extend(rows)
         print(to_markdown(rows, "").split("\n", 3)[-1], end="", flush=True)
 

@@ -6,14 +6,14 @@ The forward keeps only its output and an fp32 log-sum-exp per query; the backwar
 recomputes the scores (flash-attention style) in two kernels: one over query tiles
 (``dq`` and the bias gradient), one over key tiles (``dk``, ``dv``).
 
-Bias gradient: fp32 atomics, striped over :data:`DRPB_COPIES` copies of the table.
-A per-tile reduction is not expressible efficiently here: a tile's pairs map to
-bias entries along shifted diagonals (index ``key - query``), which has no
-``tl.dot`` form and would need a pass per table entry (169 for kernel 7), several
-times the cost of the scores. Atomics touch only in-window pairs; striping the
-table over copies (picked by program id) divides the contention on each address.
-The sum over copies is done by the caller, in fp32. Like every atomics-based
-gradient, ``drpb`` is not bitwise deterministic across runs.
+Bias gradient: each dq program first reduces its pairs in registers, per query and
+window slot (a ``tl.gather`` from every key block's score gradient); a tile whose
+windows are all unclamped then adds one value per window offset with fp32 atomics
+(49 for kernel 7, 121 for kernel 11), a border tile one per query and offset. The
+atomics are striped over :data:`DRPB_COPIES` copies of the table (picked by tile),
+summed here in fp32. Atomics are not bitwise deterministic: under
+``torch.use_deterministic_algorithms(True)`` the backward with a bias raises (warns
+with ``warn_only=True``).
 
 Runs on CUDA tensors; on CPU tensors only under Triton's interpreter
 (``TRITON_INTERPRET=1`` set before this package is imported), which is how the
@@ -24,20 +24,24 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from functools import cache
 from typing import Optional
 
 import torch
 
-from .triton_tiling import grid_size, tile_shape, tiles_per_axis
+from .triton_tiling import (
+    grid_size,
+    launch_config,
+    shared_memory_bound,
+    tile_shape,
+    tiles_per_axis,
+)
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 128
 #: Copies of the bias-gradient table the atomics are spread over.
 DRPB_COPIES = 32
-#: Launch options of every kernel (also used for the ahead-of-time compile check).
-NUM_WARPS = 4
-NUM_STAGES = 2
 #: The fused op recomputes the softmax in backward.
 KEEPS_PROBS = False
 
@@ -75,7 +79,37 @@ def unsupported_reason(x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> 
         return f"dtype {dtype} is not float16/bfloat16/float32"
     if x.shape[-1] > MAX_HEAD_DIM:
         return f"head_dim {x.shape[-1]} is larger than {MAX_HEAD_DIM}"
+    if x.device.type == "cuda":
+        name = torch.cuda.get_device_name(x.device)
+        return shared_memory_reason(dtype, x.shape[-1], shared_memory_limit(x.device), name)
     return None
+
+
+def shared_memory_reason(
+    dtype: torch.dtype, head_dim: int, limit: int, device_name: str = "this GPU"
+) -> Optional[str]:
+    """Why the kernels for ``dtype``/``head_dim`` do not fit ``limit`` bytes of shared
+    memory per block (``None`` when they fit), from the bound checked in CI."""
+    need = shared_memory_bound(torch.finfo(dtype).bits, _block_dim(head_dim))
+    if need <= limit:
+        return None
+    return (
+        f"{dtype} with head_dim {head_dim} needs up to {need} bytes of shared memory per "
+        f"block; {device_name} allows {limit}"
+    )
+
+
+def shared_memory_limit(device: torch.device) -> int:
+    """The most shared memory one block may use on ``device`` (bytes, opt-in)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _shared_memory_limit(index)
+
+
+@cache
+def _shared_memory_limit(index: int) -> int:
+    props = torch.cuda.get_device_properties(index)
+    # Not in torch's type stubs, but set on CUDA builds (what Triton's launcher checks).
+    return getattr(props, "shared_memory_per_block_optin", props.shared_memory_per_block)
 
 
 def _block_dim(head_dim: int) -> int:
@@ -95,13 +129,22 @@ def _shared_layout(q, k, v):
     return q.contiguous(), k.contiguous(), v.contiguous()
 
 
+def _aligned(*tensors: torch.Tensor) -> bool:
+    """Whether every batch and row stride is a multiple of 16 (the specialised kernels)."""
+    return all(x.stride(0) % 16 == 0 and x.stride(1) % 16 == 0 for x in tensors)
+
+
 class _Launch:
-    """Grid, shapes and compile-time constants of one call."""
+    """Grid, runtime ints and compile-time constants of one call.
+
+    One program per tile of every dilation group of every (batch, head), on grid axis 0.
+    """
 
     def __init__(self, q: torch.Tensor, kernel, dilation, scale: float, has_rpb: bool) -> None:
         batch, height, width, heads, head_dim = q.shape
         tile = tile_shape(kernel)
-        self.grid = (grid_size(height, width, dilation, tile), batch * heads)
+        self.tiles = grid_size(height, width, dilation, tile)
+        self.grid = (self.tiles * batch * heads,)
         self.runtime = (
             height,
             width,
@@ -109,8 +152,8 @@ class _Launch:
             dilation[1],
             tiles_per_axis(height, dilation[0], tile.rows),
             tiles_per_axis(width, dilation[1], tile.cols),
+            self.tiles,
             heads,
-            head_dim,
             scale,
         )
         self.constants = dict(
@@ -120,20 +163,32 @@ class _Launch:
             TW=tile.cols,
             BN=tile.block,
             BD=_block_dim(head_dim),
+            HEAD_DIM=head_dim,
             HAS_RPB=has_rpb,
             IEEE=q.dtype == torch.float32,
-            num_warps=NUM_WARPS,
-            num_stages=NUM_STAGES,
         )
+        self.tile = tile
+        self.element_bits = q.element_size() * 8
         self.device = q.device
 
-    def __call__(self, name: str, *args):
+    def kernel_constants(self, name: str, **extra) -> dict:
+        """Constexprs and launch options of kernel ``name`` for this call."""
+        num_warps, num_stages = launch_config(name, self.element_bits, self.constants["BD"])
+        return dict(self.constants, **extra, num_warps=num_warps, num_stages=num_stages)
+
+    def __call__(self, name: str, *args, **extra_constants):
+        """Launches kernel ``name`` (its ``*_unaligned`` twin when a stride asks for it)."""
         kernel = getattr(_kernels(), name)
+        constants = self.kernel_constants(name, **extra_constants)
         if self.device.type == "cuda":
             with torch.cuda.device(self.device):
-                kernel[self.grid](*args, **self.constants)
+                kernel[self.grid](*args, **constants)
         else:
-            kernel[self.grid](*args, **self.constants)
+            kernel[self.grid](*args, **constants)
+
+
+def _kernel_name(base: str, *tensors: torch.Tensor) -> str:
+    return base if _aligned(*tensors) else f"{base}_unaligned"
 
 
 def _rpb32(rpb: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
@@ -147,36 +202,54 @@ def attention_forward(q, k, v, rpb, kernel, dilation, scale):
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(q.shape[:4], dtype=torch.float32, device=q.device)
     launch(
-        "na2d_fwd_kernel",
+        _kernel_name("na2d_fwd_kernel", q, out),
         q, k, v, _rpb32(rpb, q), out, lse,
-        *launch.runtime,
-        *_strides(q), *_strides(out), *lse.stride()[:3],
+        *launch.runtime, *_strides(q), *_strides(out),
     )  # fmt: skip
     return out, lse, lse.new_empty(0)
 
 
+def _check_determinism(rpb: Optional[torch.Tensor]) -> None:
+    """The bias gradient adds fp32 atomics in whatever order programs finish."""
+    if rpb is None or not torch.are_deterministic_algorithms_enabled():
+        return
+    message = (
+        "the triton backend's rpb gradient uses atomic adds and is not deterministic; "
+        "torch.use_deterministic_algorithms(True) is set: use backend='torch' (or 'cpu'), "
+        "or set it with warn_only=True"
+    )
+    if torch.is_deterministic_algorithms_warn_only_enabled():
+        warnings.warn(message, stacklevel=3)
+    else:
+        raise RuntimeError(message)
+
+
 def attention_backward(grad_out, q, k, v, rpb, out, lse, _probs, kernel, dilation, scale):
     """``(dq, dk, dv, drpb)`` of :func:`attention_forward`, recomputing the scores."""
+    _check_determinism(rpb)
     q, k, v = _shared_layout(q, k, v)
     launch = _Launch(q, kernel, dilation, scale, rpb is not None)
     grad_out, out, lse = grad_out.contiguous(), out.contiguous(), lse.contiguous()
     dq, dk, dv = (torch.empty(q.shape, dtype=q.dtype, device=q.device) for _ in range(3))
     delta = torch.empty_like(lse)
     heads = q.shape[3]
-    copies = max(1, min(DRPB_COPIES, launch.grid[0]))
+    copies = max(1, min(DRPB_COPIES, launch.tiles))
     table = (2 * kernel[0] - 1) * (2 * kernel[1] - 1)
     drpb = torch.zeros(copies, heads, table, dtype=torch.float32, device=q.device)
     rpb32 = _rpb32(rpb, q)
-    layout = (*_strides(q), *_strides(out), *lse.stride()[:3])
+    layout = (*_strides(q), *_strides(out))
+    window = kernel[0] * kernel[1]
     launch(
-        "na2d_bwd_dq_kernel",
+        _kernel_name("na2d_bwd_dq_kernel", q, out),
         q, k, v, rpb32, out, grad_out, lse, delta, dq, drpb,
         *launch.runtime, copies, *layout,
+        KKP=1 << (window - 1).bit_length(),
     )  # fmt: skip
     launch(
-        "na2d_bwd_dkdv_kernel",
+        _kernel_name("na2d_bwd_dkdv_kernel", q, out),
         q, k, v, rpb32, grad_out, lse, delta, dk, dv,
         *launch.runtime, *layout,
+        PITCH=launch.tile.pitch,
     )  # fmt: skip
     drpb = None if rpb is None else drpb.sum(0).view(rpb.shape).to(rpb.dtype)
     return dq, dk, dv, drpb

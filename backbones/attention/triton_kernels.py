@@ -1,15 +1,25 @@
 """Triton kernels of fused 2-D (dilated) neighborhood attention with relative position bias.
 
-One program per query tile of one dilation group (see :mod:`.triton_tiling`). The
-layout is NATTEN's fused one, ``[B, H, W, heads, D]`` with any strides but a
-contiguous last dim. Coordinates inside a kernel are *group* coordinates: group
-position ``g`` of group ``r`` is map position ``r + g * d``; in them, dilated NA is
-plain NA of the group's own length, and the bias index of a pair is
-``(k - 1) + (key - query)`` per axis.
+One program per query tile of one dilation group and one (batch, head) (see
+:mod:`.triton_tiling`); the grid is one axis, (batch, head)-major. The layout is NATTEN's
+fused one, ``[B, H, W, heads, D]`` with any strides but a contiguous last dim.
+Coordinates inside a kernel are *group* coordinates: group position ``g`` of group
+``r`` is map position ``r + g * d``; in them, dilated NA is plain NA of the group's own
+length, and the bias index of a pair is ``(k - 1) + (key - query)`` per axis.
 
-Map sizes, dilations and strides are runtime arguments that Triton does not
-specialise on (``do_not_specialize``), so a new image size reuses the compiled
-kernel; only kernel size, head dim, dtype (and whether there is a bias) pick one.
+Specialisation (what picks a compiled kernel): kernel size, head dim, dtype, whether
+there is a bias, and the strides of q/k/v/out, which Triton classes as divisible by 16
+(or equal to 1). Channel, head and pixel strides do not depend on the map size, and row
+and batch strides are multiples of 16 whenever the channel stride is, so a new image
+size, dilation or batch reuses the compiled kernel; the ``*_unaligned`` twins, used when
+a row or batch stride is not a multiple of 16, leave those four strides unspecialised.
+Map sizes, dilations and grid extents are never specialised. The (batch, head) base
+offset of a program is 64-bit; offsets within one image are 32-bit.
+
+The halo of a tile is walked in blocks of whole halo rows (``BN`` slots); a slot's row
+and column inside its block, and everything of a pair that depends only on them (the
+column half of the window test, the bias index at the first block), are computed once
+per program: a block costs a scalar row offset, not a division per key.
 
 Precision: scores, softmax, log-sum-exp and every accumulator are fp32; fp32 inputs
 use IEEE fp32 dot products (no TF32), fp16/bf16 inputs the tensor cores' native
@@ -22,24 +32,12 @@ import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
-# The runtime ints of every kernel (map sizes, dilations, grid extents, strides).
-_RUNTIME = [
-    "height",
-    "width",
-    "dil_r",
-    "dil_c",
-    "tiles_r",
-    "tiles_c",
-    "s_b",
-    "s_r",
-    "s_c",
-    "o_b",
-    "o_r",
-    "o_c",
-    "l_b",
-    "l_r",
-    "l_c",
-]
+# Runtime ints that Triton never specialises: map sizes, dilations, grid extents.
+_RUNTIME = ["height", "width", "dil_r", "dil_c", "tiles_r", "tiles_c", "tiles"]
+# Strides that depend on the map size; left unspecialised by the ``*_unaligned`` twins.
+ROW_AND_BATCH_STRIDES = ["s_b", "s_r", "o_b", "o_r"]
+# A column coordinate no window contains (folds the column test into the row test).
+_FAR = tl.constexpr(-(1 << 20))
 
 
 @triton.jit
@@ -61,20 +59,6 @@ def _last_query(key, length, K: tl.constexpr):
 
 
 @triton.jit
-def _tile(pid, height, width, dil_r, dil_c, tiles_r, tiles_c, TH: tl.constexpr, TW: tl.constexpr):
-    """Decodes a program id into its dilation group, group lengths and tile origin."""
-    tile_c = pid % tiles_c
-    rest = pid // tiles_c
-    grp_c = rest % dil_c
-    rest = rest // dil_c
-    tile_r = rest % tiles_r
-    grp_r = rest // tiles_r
-    len_r = (height - grp_r + dil_r - 1) // dil_r
-    len_c = (width - grp_c + dil_c - 1) // dil_c
-    return grp_r, grp_c, len_r, len_c, tile_r * TH, tile_c * TW
-
-
-@triton.jit
 def _halo(first, length, TILE: tl.constexpr, K: tl.constexpr):
     """``(start, extent)`` of the keys the windows of a tile's queries cover (0 if empty)."""
     last = tl.minimum(first + TILE, length) - 1
@@ -93,20 +77,6 @@ def _inverse_halo(first, length, TILE: tl.constexpr, K: tl.constexpr):
 
 
 @triton.jit
-def _bias_and_mask(q_r, q_c, ws_r, ws_c, k_r, k_c, k_ok, KH: tl.constexpr, KW: tl.constexpr):
-    """Bias-table index and in-window mask of every (query, key) pair.
-
-    Query vectors are ``[M, 1]``-shaped and key vectors ``[1, N]``-shaped (or the
-    transpose), all in group coordinates; ``ws_*`` are the queries' window starts.
-    """
-    t_r = k_r - ws_r
-    t_c = k_c - ws_c
-    inside = (t_r >= 0) & (t_r < KH) & (t_c >= 0) & (t_c < KW) & k_ok
-    index = (KH - 1 + k_r - q_r) * (2 * KW - 1) + (KW - 1 + k_c - q_c)
-    return index, inside
-
-
-@triton.jit
 def _dot(a, b, IEEE: tl.constexpr):
     if IEEE:
         return tl.dot(a, b, input_precision="ieee")
@@ -114,113 +84,156 @@ def _dot(a, b, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _program_tile(
-    height, width, dil_r, dil_c, tiles_r, tiles_c, heads, TH: tl.constexpr, TW: tl.constexpr
-):
-    """This program's tile (one dilation group), batch and head, and its points.
+def _program(
+    height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads,
+    TH: tl.constexpr, TW: tl.constexpr,
+):  # fmt: skip
+    """This program's batch, head and tile, and its points.
 
-    Returns the group offsets and lengths, the tile's first group coordinates, batch and
-    head, then each point's group coordinates ``p_r``/``p_c`` and whether it is inside
-    the group (``ok``).
+    Returns batch (int64) and head, the group offsets and lengths, the tile's first
+    group coordinates, then each point's group coordinates ``p_r``/``p_c``, whether it
+    is inside the group (``ok``), and its map row and column.
     """
-    grp_r, grp_c, len_r, len_c, first_r, first_c = _tile(
-        tl.program_id(0), height, width, dil_r, dil_c, tiles_r, tiles_c, TH, TW
-    )
-    bh = tl.program_id(1)
+    pid = tl.program_id(0)
+    bh = pid // tiles
+    rest = pid - bh * tiles
+    tile_c = rest % tiles_c
+    rest = rest // tiles_c
+    grp_c = rest % dil_c
+    rest = rest // dil_c
+    tile_r = rest % tiles_r
+    grp_r = rest // tiles_r
+    len_r = (height - grp_r + dil_r - 1) // dil_r
+    len_c = (width - grp_c + dil_c - 1) // dil_c
+    first_r = tile_r * TH
+    first_c = tile_c * TW
     offs = tl.arange(0, TH * TW)
     p_r = first_r + offs // TW
     p_c = first_c + offs % TW
     ok = (p_r < len_r) & (p_c < len_c)
-    batch = (bh // heads).to(tl.int64)
-    return grp_r, grp_c, len_r, len_c, first_r, first_c, batch, bh % heads, p_r, p_c, ok
+    batch = bh // heads
+    head = bh - batch * heads
+    row = grp_r + p_r * dil_r
+    col = grp_c + p_c * dil_c
+    return (batch.to(tl.int64), head, grp_r, grp_c, len_r, len_c, first_r, first_c,
+            p_r, p_c, ok, row, col)  # fmt: skip
 
 
 @triton.jit
-def _load_keys(
-    k_ptr, v_ptr, start, n_keys, halo_r, halo_c, ext_c, grp_r, grp_c, dil_r, dil_c,
-    in_head, s_r, s_c, d, d_ok, BN: tl.constexpr,
+def _slots(ext_c, BN: tl.constexpr):
+    """Halo row and column of each of a block's ``BN`` slots, rows per block, slot mask,
+    and the slots per halo row (the halo's width)."""
+    pitch = tl.maximum(ext_c, 1)
+    rows_per_block = BN // pitch
+    n = tl.arange(0, BN)
+    lr = n // pitch
+    lc = n - lr * pitch
+    return lr, lc, rows_per_block, lr < rows_per_block, pitch
+
+
+@triton.jit
+def _pair_tables(
+    g_r, g_c, q_ok, ws_r, ws_c, halo_r, halo_c, lr, lc, slot_ok,
+    KH: tl.constexpr, KW: tl.constexpr,
 ):  # fmt: skip
-    """Block ``start .. start+BN`` of a halo walked in raster order: coordinates, k, v."""
-    n = start + tl.arange(0, BN)
-    k_ok = n < n_keys
-    kg_r = halo_r + n // ext_c
-    kg_c = halo_c + n % ext_c
-    k_off = in_head + (grp_r + kg_r * dil_r) * s_r + (grp_c + kg_c * dil_c) * s_c
-    kv_mask = k_ok[:, None] & d_ok[None, :]
-    k = tl.load(k_ptr + k_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(v_ptr + k_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-    return k_ok, kg_r, kg_c, k, v
+    """What a (query, slot) pair keeps over the key loop: its window row at the first
+    block (``_FAR`` where the column or the query is out) and its bias index there."""
+    key_r = halo_r + lr
+    key_c = halo_c + lc
+    t_c = key_c[None, :] - ws_c[:, None]
+    col_in = (t_c >= 0) & (t_c < KW) & slot_ok[None, :] & q_ok[:, None]
+    t_r0 = tl.where(col_in, key_r[None, :] - ws_r[:, None], _FAR)
+    index0 = (KH - 1 + key_r[None, :] - g_r[:, None]) * (2 * KW - 1) + (
+        KW - 1 + key_c[None, :] - g_c[:, None]
+    )
+    return t_r0, index0
 
 
 @triton.jit
 def _block_scores(
-    q, q_ok, g_r, g_c, ws_r, ws_c, k_ptr, v_ptr, rpb_head, start, n_keys, halo_r, halo_c,
-    ext_c, grp_r, grp_c, dil_r, dil_c, in_head, s_r, s_c, d, d_ok, qk_scale,
-    KH: tl.constexpr, KW: tl.constexpr, BN: tl.constexpr, HAS_RPB: tl.constexpr,
-    IEEE: tl.constexpr,
+    q, k_head, v_head, rpb_head, key_off0, hb, lr, slot_ok, ext_r, t_r0, index0,
+    row_step, d, d_ok, qk_scale,
+    KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr, IEEE: tl.constexpr,
 ):  # fmt: skip
-    """One block of keys for a query tile: ``k, v``, rpb ``index``, ``inside`` and log2 scores.
-
-    ``inside[i, j]``: key ``j`` is in the window of valid query ``i``; ``s`` is
-    ``(scale * q.k + rpb) / ln 2`` (base-2 exponent units), undefined outside.
-    """
-    k_ok, kg_r, kg_c, k, v = _load_keys(
-        k_ptr, v_ptr, start, n_keys, halo_r, halo_c, ext_c, grp_r, grp_c, dil_r, dil_c,
-        in_head, s_r, s_c, d, d_ok, BN,
-    )  # fmt: skip
-    index, inside = _bias_and_mask(
-        g_r[:, None], g_c[:, None], ws_r[:, None], ws_c[:, None],
-        kg_r[None, :], kg_c[None, :], k_ok[None, :], KH, KW,
-    )  # fmt: skip
-    inside = inside & q_ok[:, None]
+    """Keys of the block starting at halo row ``hb``: ``k, v``, bias ``index``, ``inside``
+    and the log2 scores ``(scale * q.k + rpb) / ln 2`` (undefined outside)."""
+    key_ok = slot_ok & (hb + lr < ext_r)
+    off = key_off0 + hb * row_step
+    kv_mask = key_ok[:, None] & d_ok[None, :]
+    k = tl.load(k_head + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(v_head + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+    t_r = t_r0 + hb
+    inside = (t_r >= 0) & (t_r < KH)
+    index = index0 + hb * (2 * KW - 1)
     s = _dot(q, tl.trans(k), IEEE) * qk_scale
     if HAS_RPB:
         s += tl.load(rpb_head + index, mask=inside, other=0.0) * LOG2E
-    return k, v, index, inside, s
+    return k, v, inside, s
 
 
-@triton.jit(do_not_specialize=_RUNTIME)
-def na2d_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, rpb_ptr, out_ptr, lse_ptr,
-    height, width, dil_r, dil_c, tiles_r, tiles_c, heads, head_dim, scale,
-    s_b, s_r, s_c, s_h,
-    o_b, o_r, o_c, o_h,
-    l_b, l_r, l_c,
-    KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-    BN: tl.constexpr, BD: tl.constexpr, HAS_RPB: tl.constexpr, IEEE: tl.constexpr,
+@triton.jit
+def _query_side(
+    height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, s_b, s_r, s_c, s_h,
+    TH: tl.constexpr, TW: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+    BN: tl.constexpr,
 ):  # fmt: skip
-    """Forward: ``out = softmax(scale * q.k + rpb) v`` and the natural-log ``lse`` per query."""
-    grp_r, grp_c, len_r, len_c, first_r, first_c, batch, head, g_r, g_c, q_ok = _program_tile(
-        height, width, dil_r, dil_c, tiles_r, tiles_c, heads, TH, TW
-    )
+    """Everything of a query-tile program (forward, dq) that is fixed over its key loop."""
+    (batch, head, grp_r, grp_c, len_r, len_c, first_r, first_c,
+     g_r, g_c, q_ok, row, col) = _program(
+        height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, TH, TW
+    )  # fmt: skip
     ws_r = _window_start(g_r, len_r, KH)
     ws_c = _window_start(g_c, len_c, KW)
-    row = grp_r + g_r * dil_r
-    col = grp_c + g_c * dil_c
-    d = tl.arange(0, BD)
-    d_ok = d < head_dim
-
-    in_head = batch * s_b + head * s_h
-    q_off = in_head + row * s_r + col * s_c
-    q = tl.load(q_ptr + q_off[:, None] + d[None, :], mask=q_ok[:, None] & d_ok[None, :], other=0.0)
-
     halo_r, ext_r = _halo(first_r, len_r, TH, KH)
     halo_c, ext_c = _halo(first_c, len_c, TW, KW)
-    n_keys = ext_r * ext_c
+    lr, lc, rows_per_block, slot_ok, pitch = _slots(ext_c, BN)
+    t_r0, index0 = _pair_tables(
+        g_r, g_c, q_ok, ws_r, ws_c, halo_r, halo_c, lr, lc, slot_ok, KH, KW
+    )
+    key_off0 = (grp_r + (halo_r + lr) * dil_r) * s_r + (grp_c + (halo_c + lc) * dil_c) * s_c
+    in_head = batch * s_b + head * s_h
+    return (batch, head, len_r, len_c, first_r, first_c, g_r, g_c, q_ok, row, col,
+            ws_r, ws_c, halo_r, halo_c, ext_r, lr, rows_per_block, slot_ok, pitch, t_r0,
+            index0, key_off0, in_head)  # fmt: skip
+
+
+def na2d_fwd_kernel(
+    q_ptr, k_ptr, v_ptr, rpb_ptr, out_ptr, lse_ptr,
+    height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, scale,
+    s_b, s_r, s_c, s_h,
+    o_b, o_r, o_c, o_h,
+    KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+    BN: tl.constexpr, BD: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_RPB: tl.constexpr,
+    IEEE: tl.constexpr,
+):  # fmt: skip
+    """Forward: ``out = softmax(scale * q.k + rpb) v`` and the natural-log ``lse`` per query.
+
+    ``lse`` is a contiguous ``[B, H, W, heads]`` fp32 tensor.
+    """
+    (batch, head, len_r, len_c, first_r, first_c, g_r, g_c, q_ok, row, col,
+     ws_r, ws_c, halo_r, halo_c, ext_r, lr, rows_per_block, slot_ok, pitch, t_r0,
+     index0, key_off0, in_head) = _query_side(
+        height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, s_b, s_r, s_c, s_h,
+        TH, TW, KH, KW, BN,
+    )  # fmt: skip
+    d = tl.arange(0, BD)
+    d_ok = d < HEAD_DIM
+    q_head = q_ptr + in_head
+    pix = row * s_r + col * s_c
+    q = tl.load(q_head + pix[:, None] + d[None, :], mask=q_ok[:, None] & d_ok[None, :], other=0.0)
     rpb_head = rpb_ptr + head * (2 * KH - 1) * (2 * KW - 1)
+    row_step = dil_r * s_r
 
     m_i = tl.full([TH * TW], -1.0e30, tl.float32)
     l_i = tl.zeros([TH * TW], tl.float32)
     acc = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
-    for start in range(0, n_keys, BN):
-        k, v, index, inside, s = _block_scores(
-            q, q_ok, g_r, g_c, ws_r, ws_c, k_ptr, v_ptr, rpb_head, start, n_keys, halo_r,
-            halo_c, ext_c, grp_r, grp_c, dil_r, dil_c, in_head, s_r, s_c, d, d_ok, qk_scale,
-            KH, KW, BN, HAS_RPB, IEEE,
+    for hb in range(0, ext_r, rows_per_block):
+        k, v, inside, s = _block_scores(
+            q, k_ptr + in_head, v_ptr + in_head, rpb_head, key_off0, hb, lr, slot_ok, ext_r,
+            t_r0, index0, row_step, d, d_ok, qk_scale, KH, KW, HAS_RPB, IEEE,
         )  # fmt: skip
         s = tl.where(inside, s, float("-inf"))
-
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
@@ -230,150 +243,199 @@ def na2d_fwd_kernel(
 
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     out = acc / l_safe[:, None]
-    o_off = batch * o_b + head * o_h + row * o_r + col * o_c
+    o_pix = row * o_r + col * o_c
+    o_head = out_ptr + batch * o_b + head * o_h
     o_mask = q_ok[:, None] & d_ok[None, :]
-    tl.store(out_ptr + o_off[:, None] + d[None, :], out.to(out_ptr.dtype.element_ty), mask=o_mask)
+    tl.store(o_head + o_pix[:, None] + d[None, :], out.to(out_ptr.dtype.element_ty), mask=o_mask)
     lse = (m_i + tl.log2(l_safe)) / LOG2E
-    tl.store(lse_ptr + batch * l_b + head + row * l_r + col * l_c, lse, mask=q_ok)
+    lse_head = lse_ptr + batch * height * width * heads + head
+    tl.store(lse_head + (row * width + col) * heads, lse, mask=q_ok)
 
 
-@triton.jit(do_not_specialize=[*_RUNTIME, "copies"])
 def na2d_bwd_dq_kernel(
     q_ptr, k_ptr, v_ptr, rpb_ptr, out_ptr, dout_ptr, lse_ptr, delta_ptr, dq_ptr, drpb_ptr,
-    height, width, dil_r, dil_c, tiles_r, tiles_c, heads, head_dim, scale, copies,
+    height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, scale, copies,
     s_b, s_r, s_c, s_h,
     o_b, o_r, o_c, o_h,
-    l_b, l_r, l_c,
     KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-    BN: tl.constexpr, BD: tl.constexpr, HAS_RPB: tl.constexpr, IEEE: tl.constexpr,
+    BN: tl.constexpr, BD: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_RPB: tl.constexpr,
+    IEEE: tl.constexpr, KKP: tl.constexpr,
 ):  # fmt: skip
     """Backward over a query tile: ``dq``, ``delta = rowsum(dout * out)`` and ``drpb``.
 
-    ``drpb`` is accumulated with fp32 atomics into one of ``copies`` stripes of
-    ``drpb_ptr`` (chosen by program id), summed by the caller.
+    The bias gradient is first reduced per program, in registers: each query's
+    gradient per window slot (``[queries, KKP]``, ``KKP`` the window size rounded up to a
+    power of two) is gathered from every key block. A tile whose windows are all
+    unclamped (the interior) adds one value per window offset (``KH * KW`` atomics,
+    the same bias entry for every query); a border tile adds one per query and slot.
+    The atomics go to one of ``copies`` stripes of ``drpb_ptr`` (by tile), summed by
+    the caller.
     """
-    grp_r, grp_c, len_r, len_c, first_r, first_c, batch, head, g_r, g_c, q_ok = _program_tile(
-        height, width, dil_r, dil_c, tiles_r, tiles_c, heads, TH, TW
-    )
-    ws_r = _window_start(g_r, len_r, KH)
-    ws_c = _window_start(g_c, len_c, KW)
-    row = grp_r + g_r * dil_r
-    col = grp_c + g_c * dil_c
+    (batch, head, len_r, len_c, first_r, first_c, g_r, g_c, q_ok, row, col,
+     ws_r, ws_c, halo_r, halo_c, ext_r, lr, rows_per_block, slot_ok, pitch, t_r0,
+     index0, key_off0, in_head) = _query_side(
+        height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, s_b, s_r, s_c, s_h,
+        TH, TW, KH, KW, BN,
+    )  # fmt: skip
     d = tl.arange(0, BD)
-    d_ok = d < head_dim
+    d_ok = d < HEAD_DIM
     qd_mask = q_ok[:, None] & d_ok[None, :]
-
-    in_head = batch * s_b + head * s_h
-    q_off = in_head + row * s_r + col * s_c
-    q = tl.load(q_ptr + q_off[:, None] + d[None, :], mask=qd_mask, other=0.0)
-    o_off = batch * o_b + head * o_h + row * o_r + col * o_c
-    dout = tl.load(dout_ptr + o_off[:, None] + d[None, :], mask=qd_mask, other=0.0)
-    out = tl.load(out_ptr + o_off[:, None] + d[None, :], mask=qd_mask, other=0.0)
+    pix = row * s_r + col * s_c
+    q = tl.load(q_ptr + in_head + pix[:, None] + d[None, :], mask=qd_mask, other=0.0)
+    o_head = batch * o_b + head * o_h
+    o_pix = row * o_r + col * o_c
+    dout = tl.load(dout_ptr + o_head + o_pix[:, None] + d[None, :], mask=qd_mask, other=0.0)
+    out = tl.load(out_ptr + o_head + o_pix[:, None] + d[None, :], mask=qd_mask, other=0.0)
     delta = tl.sum(dout.to(tl.float32) * out.to(tl.float32), 1)
-    l_off = batch * l_b + head + row * l_r + col * l_c
-    tl.store(delta_ptr + l_off, delta, mask=q_ok)
-    lse = tl.load(lse_ptr + l_off, mask=q_ok, other=0.0) * LOG2E
+    l_head = batch * height * width * heads + head
+    l_pix = (row * width + col) * heads
+    tl.store(delta_ptr + l_head + l_pix, delta, mask=q_ok)
+    lse = tl.load(lse_ptr + l_head + l_pix, mask=q_ok, other=0.0) * LOG2E
 
-    halo_r, ext_r = _halo(first_r, len_r, TH, KH)
-    halo_c, ext_c = _halo(first_c, len_c, TW, KW)
-    n_keys = ext_r * ext_c
     table = (2 * KH - 1) * (2 * KW - 1)
     rpb_head = rpb_ptr + head * table
-    drpb_head = drpb_ptr + ((tl.program_id(0) % copies) * heads + head) * table
+    row_step = dil_r * s_r
+    # Window slot j = (a, b) of each query: its halo slot at the first block, _FAR
+    # when j is padding or the query is out (so no block ever selects it).
+    j = tl.arange(0, KKP)
+    a = j // KW
+    b = j - a * KW
+    j_ok = j < KH * KW
+    slot0 = (ws_r[:, None] + a[None, :] - halo_r) * pitch + (ws_c[:, None] + b[None, :] - halo_c)
+    slot0 = tl.where(j_ok[None, :] & q_ok[:, None], slot0, _FAR)
+    block_slots = rows_per_block * pitch
+    w = tl.zeros([TH * TW, KKP], tl.float32)
 
     dq = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
-    for start in range(0, n_keys, BN):
-        k, v, index, inside, s = _block_scores(
-            q, q_ok, g_r, g_c, ws_r, ws_c, k_ptr, v_ptr, rpb_head, start, n_keys, halo_r,
-            halo_c, ext_c, grp_r, grp_c, dil_r, dil_c, in_head, s_r, s_c, d, d_ok, qk_scale,
-            KH, KW, BN, HAS_RPB, IEEE,
+    for hb in range(0, ext_r, rows_per_block):
+        k, v, inside, s = _block_scores(
+            q, k_ptr + in_head, v_ptr + in_head, rpb_head, key_off0, hb, lr, slot_ok, ext_r,
+            t_r0, index0, row_step, d, d_ok, qk_scale, KH, KW, HAS_RPB, IEEE,
         )  # fmt: skip
         p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.0)
         dp = _dot(dout, tl.trans(v), IEEE)
         ds = p * (dp - delta[:, None])
         if HAS_RPB:
-            tl.atomic_add(drpb_head + index, ds, mask=inside, sem="relaxed")
+            slot = slot0 - hb * pitch
+            take = (slot >= 0) & (slot < block_slots)
+            w += tl.where(take, tl.gather(ds, tl.where(take, slot, 0), 1), 0.0)
         dq += _dot(ds.to(k.dtype), k, IEEE)
 
     tl.store(
-        dq_ptr + o_off[:, None] + d[None, :], (dq * scale).to(dq_ptr.dtype.element_ty), mask=qd_mask
+        dq_ptr + o_head + o_pix[:, None] + d[None, :],
+        (dq * scale).to(dq_ptr.dtype.element_ty),
+        mask=qd_mask,
     )
+    if HAS_RPB:
+        tile = tl.program_id(0) % tiles
+        drpb_head = drpb_ptr + ((tile % copies) * heads + head) * table
+        interior = (
+            (first_r >= KH // 2)
+            & (first_r + TH - 1 + KH // 2 < len_r)
+            & (first_c >= KW // 2)
+            & (first_c + TW - 1 + KW // 2 < len_c)
+        )
+        if interior:
+            # Unclamped windows: slot (a, b) is bias entry (KH//2 + a, KW//2 + b) for all.
+            offset = (KH // 2 + a) * (2 * KW - 1) + (KW // 2 + b)
+            tl.atomic_add(drpb_head + offset, tl.sum(w, 0), mask=j_ok, sem="relaxed")
+        else:
+            entries = (KH - 1 + ws_r[:, None] + a[None, :] - g_r[:, None]) * (2 * KW - 1) + (
+                KW - 1 + ws_c[:, None] + b[None, :] - g_c[:, None]
+            )
+            tl.atomic_add(
+                drpb_head + entries, w, mask=j_ok[None, :] & q_ok[:, None], sem="relaxed"
+            )
 
 
-@triton.jit(do_not_specialize=_RUNTIME)
 def na2d_bwd_dkdv_kernel(
     q_ptr, k_ptr, v_ptr, rpb_ptr, dout_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
-    height, width, dil_r, dil_c, tiles_r, tiles_c, heads, head_dim, scale,
+    height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, scale,
     s_b, s_r, s_c, s_h,
     o_b, o_r, o_c, o_h,
-    l_b, l_r, l_c,
     KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-    BN: tl.constexpr, BD: tl.constexpr, HAS_RPB: tl.constexpr, IEEE: tl.constexpr,
+    BN: tl.constexpr, BD: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_RPB: tl.constexpr,
+    IEEE: tl.constexpr, PITCH: tl.constexpr,
 ):  # fmt: skip
-    """Backward over a key tile: ``dk`` and ``dv`` from the queries whose windows hold its keys."""
-    grp_r, grp_c, len_r, len_c, first_r, first_c, batch, head, kg_r, kg_c, k_ok = _program_tile(
-        height, width, dil_r, dil_c, tiles_r, tiles_c, heads, TH, TW
-    )
-    row = grp_r + kg_r * dil_r
-    col = grp_c + kg_c * dil_c
-    d = tl.arange(0, BD)
-    d_ok = d < head_dim
-    kd_mask = k_ok[:, None] & d_ok[None, :]
+    """Backward over a key tile: ``dk`` and ``dv`` from the queries whose windows hold its keys.
 
+    The queries form a rectangle that near borders is wider than ``PITCH``: it is walked
+    in column chunks of at most ``PITCH``, each in blocks of whole rows.
+    """
+    (batch, head, grp_r, grp_c, len_r, len_c, first_r, first_c,
+     kg_r, kg_c, k_ok, row, col) = _program(
+        height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, TH, TW
+    )  # fmt: skip
+    d = tl.arange(0, BD)
+    d_ok = d < HEAD_DIM
+    kd_mask = k_ok[:, None] & d_ok[None, :]
     in_head = batch * s_b + head * s_h
-    k_off = in_head + row * s_r + col * s_c
-    k = tl.load(k_ptr + k_off[:, None] + d[None, :], mask=kd_mask, other=0.0)
-    v = tl.load(v_ptr + k_off[:, None] + d[None, :], mask=kd_mask, other=0.0)
+    pix = row * s_r + col * s_c
+    k = tl.load(k_ptr + in_head + pix[:, None] + d[None, :], mask=kd_mask, other=0.0)
+    v = tl.load(v_ptr + in_head + pix[:, None] + d[None, :], mask=kd_mask, other=0.0)
+    o_head = batch * o_b + head * o_h
+    l_head = batch * height * width * heads + head
 
     first_q_r, ext_r = _inverse_halo(first_r, len_r, TH, KH)
     first_q_c, ext_c = _inverse_halo(first_c, len_c, TW, KW)
-    n_queries = ext_r * ext_c
     rpb_head = rpb_ptr + head * (2 * KH - 1) * (2 * KW - 1)
 
     dk = tl.zeros([TH * TW, BD], tl.float32)
     dv = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
-    for start in range(0, n_queries, BN):
-        m = start + tl.arange(0, BN)
-        m_ok = m < n_queries
-        qg_r = first_q_r + m // ext_c
-        qg_c = first_q_c + m % ext_c
-        q_row = grp_r + qg_r * dil_r
+    for c0 in range(0, ext_c, PITCH):
+        lr, lc, rows_per_block, slot_ok, _pitch = _slots(tl.minimum(ext_c - c0, PITCH), BN)
+        qg_c = first_q_c + c0 + lc
+        t_c = kg_c[:, None] - _window_start(qg_c, len_c, KW)[None, :]
+        col_in = (t_c >= 0) & (t_c < KW) & slot_ok[None, :] & k_ok[:, None]
+        index_c = KW - 1 + kg_c[:, None] - qg_c[None, :]
         q_col = grp_c + qg_c * dil_c
-        qd_mask = m_ok[:, None] & d_ok[None, :]
-        q_off = in_head + q_row * s_r + q_col * s_c
-        q = tl.load(q_ptr + q_off[:, None] + d[None, :], mask=qd_mask, other=0.0)
-        o_off = batch * o_b + head * o_h + q_row * o_r + q_col * o_c
-        dout = tl.load(dout_ptr + o_off[:, None] + d[None, :], mask=qd_mask, other=0.0)
-        l_off = batch * l_b + head + q_row * l_r + q_col * l_c
-        lse = tl.load(lse_ptr + l_off, mask=m_ok, other=0.0) * LOG2E
-        delta = tl.load(delta_ptr + l_off, mask=m_ok, other=0.0)
+        for hb in range(0, ext_r, rows_per_block):
+            qg_r = first_q_r + hb + lr
+            m_ok = slot_ok & (hb + lr < ext_r) & (c0 + lc < ext_c)
+            q_row = grp_r + qg_r * dil_r
+            qd_mask = m_ok[:, None] & d_ok[None, :]
+            q_pix = q_row * s_r + q_col * s_c
+            q = tl.load(q_ptr + in_head + q_pix[:, None] + d[None, :], mask=qd_mask, other=0.0)
+            o_pix = q_row * o_r + q_col * o_c
+            dout = tl.load(
+                dout_ptr + o_head + o_pix[:, None] + d[None, :], mask=qd_mask, other=0.0
+            )
+            l_pix = l_head + (q_row * width + q_col) * heads
+            lse = tl.load(lse_ptr + l_pix, mask=m_ok, other=0.0) * LOG2E
+            delta = tl.load(delta_ptr + l_pix, mask=m_ok, other=0.0)
 
-        # Transposed pairs: keys along dim 0, queries along dim 1.
-        index, inside = _bias_and_mask(
-            qg_r[None, :], qg_c[None, :],
-            _window_start(qg_r, len_r, KH)[None, :], _window_start(qg_c, len_c, KW)[None, :],
-            kg_r[:, None], kg_c[:, None], k_ok[:, None] & m_ok[None, :], KH, KW,
-        )  # fmt: skip
-        s = _dot(k, tl.trans(q), IEEE) * qk_scale
-        if HAS_RPB:
-            s += tl.load(rpb_head + index, mask=inside, other=0.0) * LOG2E
-        p = tl.where(inside, tl.exp2(s - lse[None, :]), 0.0)
-        dv += _dot(p.to(dout.dtype), dout, IEEE)
-        dp = _dot(v, tl.trans(dout), IEEE)
-        ds = p * (dp - delta[None, :])
-        dk += _dot(ds.to(q.dtype), q, IEEE)
+            # Transposed pairs: keys along dim 0, queries along dim 1.
+            t_r = kg_r[:, None] - _window_start(qg_r, len_r, KH)[None, :]
+            inside = col_in & (t_r >= 0) & (t_r < KH) & m_ok[None, :]
+            s = _dot(k, tl.trans(q), IEEE) * qk_scale
+            if HAS_RPB:
+                index = (KH - 1 + kg_r[:, None] - qg_r[None, :]) * (2 * KW - 1) + index_c
+                s += tl.load(rpb_head + index, mask=inside, other=0.0) * LOG2E
+            p = tl.where(inside, tl.exp2(s - lse[None, :]), 0.0)
+            dv += _dot(p.to(dout.dtype), dout, IEEE)
+            dp = _dot(v, tl.trans(dout), IEEE)
+            ds = p * (dp - delta[None, :])
+            dk += _dot(ds.to(q.dtype), q, IEEE)
 
-    o_off = batch * o_b + head * o_h + row * o_r + col * o_c
+    k_pix = row * o_r + col * o_c
     tl.store(
-        dk_ptr + o_off[:, None] + d[None, :], (dk * scale).to(dk_ptr.dtype.element_ty), mask=kd_mask
+        dk_ptr + o_head + k_pix[:, None] + d[None, :],
+        (dk * scale).to(dk_ptr.dtype.element_ty),
+        mask=kd_mask,
     )
-    tl.store(dv_ptr + o_off[:, None] + d[None, :], dv.to(dv_ptr.dtype.element_ty), mask=kd_mask)
+    tl.store(dv_ptr + o_head + k_pix[:, None] + d[None, :], dv.to(dv_ptr.dtype.element_ty), mask=kd_mask)
 
 
-KERNELS = {
-    "forward": na2d_fwd_kernel,
-    "backward_dq": na2d_bwd_dq_kernel,
-    "backward_dkdv": na2d_bwd_dkdv_kernel,
-}
+def _jit_twins(fn, extra=()):
+    """The kernel and its ``*_unaligned`` twin (row and batch strides unspecialised)."""
+    return (
+        triton.jit(fn, do_not_specialize=[*_RUNTIME, *extra]),
+        triton.jit(fn, do_not_specialize=[*_RUNTIME, *ROW_AND_BATCH_STRIDES, *extra]),
+    )
+
+
+na2d_fwd_kernel, na2d_fwd_kernel_unaligned = _jit_twins(na2d_fwd_kernel)
+na2d_bwd_dq_kernel, na2d_bwd_dq_kernel_unaligned = _jit_twins(na2d_bwd_dq_kernel, ["copies"])
+na2d_bwd_dkdv_kernel, na2d_bwd_dkdv_kernel_unaligned = _jit_twins(na2d_bwd_dkdv_kernel)

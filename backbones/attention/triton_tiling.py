@@ -12,10 +12,12 @@ The tiling (NATTEN <= 0.17 semantics, see :mod:`.indices`):
 * The windows of a tile's queries cover a rectangle of keys of the same group, its
   *halo*: from the first query's window start to the last query's window end, per
   axis (at most ``rows + k - 1`` by ``cols + k - 1``, less at borders and in short
-  groups). The halo is walked in raster order in blocks of ``keys`` keys; every
-  block is one ``tl.dot``; pairs outside a query's window are masked.
+  groups). The halo is walked in blocks of whole halo rows (as many as fit in
+  ``block`` keys); every block is one ``tl.dot``; pairs outside a query's window are
+  masked.
 * The key/value-gradient kernel does the converse: a *key tile*, and the rectangle
-  of queries whose windows contain one of its keys.
+  of queries whose windows contain one of its keys (wider than the forward halo
+  near borders, where shifted windows pile up: walked in pitch-wide column chunks).
 
 Map sizes and dilations never appear in a tile shape: only the kernel size picks
 one, so a new image size never compiles a new kernel.
@@ -29,28 +31,86 @@ from typing import Sequence
 
 @dataclass(frozen=True)
 class TileShape:
-    """Query (or key) tile ``rows x cols`` and the key (or query) block walked per step."""
+    """Query (or key) tile ``rows x cols`` and the key (or query) blocks walked per step.
+
+    A halo is walked in blocks of as many whole halo rows as fit in ``block`` slots
+    (``block // halo width``; ``pitch``, a power of two at least ``cols + k_w - 1``,
+    the widest forward halo, bounds that width). A slot's halo row and column within
+    its block are then the same in every block: computed once per program, no
+    division inside the loop.
+    """
 
     rows: int
     cols: int
     block: int
+    pitch: int
 
     @property
     def size(self) -> int:
         """Queries per tile (the ``M`` of every ``tl.dot``)."""
         return self.rows * self.cols
 
+    @property
+    def block_rows(self) -> int:
+        """Halo rows per key block."""
+        return self.block // self.pitch
+
+
+#: Queries per tile: 32 rows of every ``tl.dot`` (two m16 MMA tiles).
+TILE_QUERIES = 32
+
 
 def tile_shape(kernel_size: Sequence[int]) -> TileShape:
-    """The tile of a kernel size (chosen so the published shapes do >= 25% useful work).
+    """The tile of a kernel size: 32 queries, as wide as the 16-slot pitch allows.
 
-    Kernel 7 takes 4 x 8 queries (a 10 x 14 halo); kernel 9 and larger take 8 x 8
-    (an 18 x 18 halo for kernel 11). Blocks of 32 keys keep the padding of a halo
-    to whole blocks small.
+    Kernel 7 takes 4 x 8 queries (a 10 x 14 halo, walked as 5 blocks of 2 rows x 16
+    slots); kernel 11 takes 8 x 4 (an 18 x 14 halo, 9 blocks). Kernels wider than 15
+    take a 32-slot pitch (one row per block).
     """
-    if max(kernel_size) <= 7:
-        return TileShape(rows=4, cols=8, block=32)
-    return TileShape(rows=8, cols=8, block=32)
+    width = kernel_size[1]
+    for pitch in (16, 32, 64, 128):
+        for cols in (8, 4, 2, 1):
+            if cols + width - 1 <= pitch:
+                block = max(32, pitch)
+                return TileShape(TILE_QUERIES // cols, cols, block, pitch)
+    raise ValueError(f"kernel size {tuple(kernel_size)} is wider than 128")
+
+
+#: ``(num_warps, num_stages)`` per kernel, input width in bits and head-dim block: the
+#: first entry whose block bound is at least the call's. Chosen from the SASS counters of
+#: ``tools/triton_compile_report.py`` (docs/benchmarks.md): the fewest non-MMA
+#: instructions per window pair without spilling on sm_90/sm_80. With 32-query tiles,
+#: two warps each own 16 whole rows, so the forward's softmax row reductions stay inside
+#: a warp; the backward kernels hold more tiles at once and need 4 warps (dq), or one
+#: stage (dk/dv at head dim 32), to stay in registers; fp32 tiles take more warps.
+LAUNCH_CONFIG = {
+    "na2d_fwd_kernel": {16: ((64, (2, 2)), (128, (4, 2))), 32: ((64, (4, 2)), (128, (8, 2)))},
+    "na2d_bwd_dq_kernel": {16: ((128, (4, 2)),), 32: ((128, (8, 2)),)},
+    "na2d_bwd_dkdv_kernel": {16: ((32, (2, 1)), (128, (4, 2))), 32: ((128, (8, 2)),)},
+}
+
+
+def launch_config(kernel: str, element_bits: int, block_dim: int) -> tuple[int, int]:
+    """``(num_warps, num_stages)`` of one kernel (see :data:`LAUNCH_CONFIG`)."""
+    table = LAUNCH_CONFIG[kernel.removesuffix("_unaligned")][16 if element_bits <= 16 else 32]
+    for bound, config in table:
+        if block_dim <= bound:
+            return config
+    raise ValueError(f"no launch configuration for head-dim block {block_dim}")
+
+
+#: Shared memory of any of the three kernels, bytes, at most ``element bytes x
+#: head-dim block x SHARED_ROWS + SHARED_SCRATCH``: a 32-row q tile and two stages of
+#: 32-key k and v blocks (160 rows), plus layout-conversion scratch. An upper bound
+#: fitted to the compiled kernels; ``tests/test_triton_backend.py`` checks it against
+#: every specialisation ``tools/triton_compile_report.py`` compiles.
+SHARED_ROWS = 160
+SHARED_SCRATCH = 8192
+
+
+def shared_memory_bound(element_bits: int, block_dim: int) -> int:
+    """Upper bound of the shared memory (bytes) one block of any kernel uses."""
+    return element_bits // 8 * block_dim * SHARED_ROWS + SHARED_SCRATCH
 
 
 def cdiv(a: int, b: int) -> int:
@@ -109,8 +169,8 @@ def useful_work(
         for n_cols, halo_cols in cols:
             if n_rows and n_cols:
                 useful += n_rows * n_cols * kernel[0] * kernel[1]
-                blocks = cdiv(halo_rows * halo_cols, tile.block)
-                evaluated += tile.size * blocks * tile.block
+                rows_per_block = tile.block // halo_cols
+                evaluated += tile.size * cdiv(halo_rows, rows_per_block) * tile.block
     return useful, evaluated
 
 

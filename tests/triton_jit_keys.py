@@ -1,0 +1,54 @@
+"""Prints, as JSON, the JIT specialisation key of every launch of the Triton launcher.
+
+Run by ``tests/test_triton_backend.py`` in a process without ``TRITON_INTERPRET`` (the
+kernels must be real ``JITFunction``s). For each map size, dilation and batch, and for
+contiguous q/k/v and for views of one qkv tensor, it captures the launches the real
+launcher makes and asks Triton's own binder for their cache keys.
+
+Usage: python tests/triton_jit_keys.py HEADS HEAD_DIM DTYPE
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from nattk.backbones.attention import triton_aot
+
+SIZES = [(14, 14), (20, 24), (33, 47), (56, 56), (100, 168), (25, 42), (61, 77)]
+DILATIONS = [(1, 1), (2, 2), (3, 5), (8, 8)]
+BATCHES = [1, 2, 5]
+
+
+def _inputs(layout, batch, height, width, heads, dim, dtype):
+    if layout == "qkv":
+        qkv = torch.zeros(batch, height, width, 3, heads, dim, dtype=dtype)
+        return qkv.unbind(3)
+    return tuple(torch.zeros(batch, height, width, heads, dim, dtype=dtype) for _ in range(3))
+
+
+def main() -> None:
+    heads, dim, dtype = int(sys.argv[1]), int(sys.argv[2]), getattr(torch, sys.argv[3])
+    keys: dict[str, dict[str, list]] = {}
+    for layout in ("contiguous", "qkv"):
+        for (height, width), dilation, batch in (
+            (s, d, b)
+            for s in SIZES
+            for d in DILATIONS
+            for b in BATCHES
+            if s[0] >= 7 * d[0] and s[1] >= 7 * d[1]  # as the module pads them
+        ):
+            q, k, v = _inputs(layout, batch, height, width, heads, dim, dtype)
+            rpb = torch.zeros(heads, 13, 13)
+            for launch in triton_aot.capture_launches(q, k, v, rpb, (7, 7), dilation):
+                key = repr((launch.name, triton_aot.specialisation_key(launch)))
+                keys.setdefault(layout, {}).setdefault(key, []).append(
+                    [batch, height, width, *dilation]
+                )
+    json.dump(keys, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
