@@ -56,7 +56,9 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as handle:
             rows = [
-                dict(r.as_dict(), non_mma_per_window_pair=triton_aot.instructions_per_window_pair(r))
+                dict(
+                    r.as_dict(), non_mma_per_window_pair=triton_aot.instructions_per_window_pair(r)
+                )
                 for r in results
             ]
             json.dump(rows, handle, indent=1)

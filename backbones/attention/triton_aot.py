@@ -14,7 +14,7 @@ own answer for real tensors, not a list kept here. From the cubin, Triton's bund
 Must run in a process where ``TRITON_INTERPRET`` is not ``1`` (the interpreter replaces
 the kernels by Python functions): :func:`compile_report` checks.
 
-Uses two Triton internals, checked on triton 3.6 and 3.7:
+Uses two Triton internals, present in the pinned triton 3.7.1:
 ``triton.runtime.jit.create_function_from_signature`` (builds the binder the JIT calls on
 every launch) and ``JITFunction._pack_args`` (turns its specialisation into signature,
 constexprs and attributes). :func:`_jit_internals` fails with a clear message where
@@ -147,7 +147,9 @@ def capture_launches(
     triton_backend._Launch = Recorder
     try:
         scale = q.shape[-1] ** -0.5
-        out, lse, probs = triton_backend.attention_forward(q, k, v, rpb, kernel_size, dilation, scale)
+        out, lse, probs = triton_backend.attention_forward(
+            q, k, v, rpb, kernel_size, dilation, scale
+        )
         triton_backend.attention_backward(
             torch.empty_like(out), q, k, v, rpb, out, lse, probs, kernel_size, dilation, scale
         )
@@ -184,10 +186,10 @@ def _jit_internals():
     except ImportError as error:  # pragma: no cover - depends on the Triton version
         raise RuntimeError(
             f"this Triton version lacks the JIT internals the compile report uses ({error}); "
-            "the report is checked on triton 3.6 and 3.7"
+            "use the pinned triton 3.7.1"
         ) from error
     if not hasattr(JITFunction, "_pack_args"):  # pragma: no cover
-        raise RuntimeError("this Triton version has no JITFunction._pack_args (checked: 3.6, 3.7)")
+        raise RuntimeError("this Triton version has no JITFunction._pack_args (use triton 3.7.1)")
     return make_backend, JITFunction, create_function_from_signature
 
 

@@ -187,9 +187,7 @@ def _query_side(
     halo_r, ext_r = _halo(first_r, len_r, TH, KH)
     halo_c, ext_c = _halo(first_c, len_c, TW, KW)
     lr, lc, rows_per_block, slot_ok, pitch = _slots(ext_c, BN)
-    t_r0, index0 = _pair_tables(
-        g_r, g_c, q_ok, ws_r, ws_c, halo_r, halo_c, lr, lc, slot_ok, KH, KW
-    )
+    t_r0, index0 = _pair_tables(g_r, g_c, q_ok, ws_r, ws_c, halo_r, halo_c, lr, lc, slot_ok, KH, KW)
     key_off0 = (grp_r + (halo_r + lr) * dil_r) * s_r + (grp_c + (halo_c + lc) * dil_c) * s_c
     in_head = batch * s_b + head * s_h
     return (batch, head, len_r, len_c, first_r, first_c, g_r, g_c, q_ok, row, col,
@@ -344,9 +342,7 @@ def na2d_bwd_dq_kernel(
             entries = (KH - 1 + ws_r[:, None] + a[None, :] - g_r[:, None]) * (2 * KW - 1) + (
                 KW - 1 + ws_c[:, None] + b[None, :] - g_c[:, None]
             )
-            tl.atomic_add(
-                drpb_head + entries, w, mask=j_ok[None, :] & q_ok[:, None], sem="relaxed"
-            )
+            tl.atomic_add(drpb_head + entries, w, mask=j_ok[None, :] & q_ok[:, None], sem="relaxed")
 
 
 def na2d_bwd_dkdv_kernel(
@@ -399,9 +395,7 @@ def na2d_bwd_dkdv_kernel(
             q_pix = q_row * s_r + q_col * s_c
             q = tl.load(q_ptr + in_head + q_pix[:, None] + d[None, :], mask=qd_mask, other=0.0)
             o_pix = q_row * o_r + q_col * o_c
-            dout = tl.load(
-                dout_ptr + o_head + o_pix[:, None] + d[None, :], mask=qd_mask, other=0.0
-            )
+            dout = tl.load(dout_ptr + o_head + o_pix[:, None] + d[None, :], mask=qd_mask, other=0.0)
             l_pix = l_head + (q_row * width + q_col) * heads
             lse = tl.load(lse_ptr + l_pix, mask=m_ok, other=0.0) * LOG2E
             delta = tl.load(delta_ptr + l_pix, mask=m_ok, other=0.0)
@@ -425,7 +419,9 @@ def na2d_bwd_dkdv_kernel(
         (dk * scale).to(dk_ptr.dtype.element_ty),
         mask=kd_mask,
     )
-    tl.store(dv_ptr + o_head + k_pix[:, None] + d[None, :], dv.to(dv_ptr.dtype.element_ty), mask=kd_mask)
+    tl.store(
+        dv_ptr + o_head + k_pix[:, None] + d[None, :], dv.to(dv_ptr.dtype.element_ty), mask=kd_mask
+    )
 
 
 def _jit_twins(fn, extra=()):

@@ -17,7 +17,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P[0-7T]\s+)?([A-Z][A-Z0-9_]*)((?:\.[A-Z0-9_]+)*)([^;]*);")
+_LINE = re.compile(
+    r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P[0-7T]\s+)?([A-Z][A-Z0-9_]*)((?:\.[A-Z0-9_]+)*)([^;]*);"
+)
 _BRANCH_TARGET = re.compile(r"0x([0-9a-f]+)")
 #: Tensor-core instructions (mma.sync on sm_80/86/90, wgmma on sm_90).
 MMA_OPCODES = frozenset({"HMMA", "HGMMA", "IMMA", "DMMA", "BMMA"})
@@ -91,9 +93,7 @@ def parse(sass: str) -> list[Instruction]:
     out = []
     for match in _LINE.finditer(sass):
         address, _pred, opcode, suffixes, operands = match.groups()
-        out.append(
-            Instruction(int(address, 16), opcode, tuple(suffixes.split(".")[1:]), operands)
-        )
+        out.append(Instruction(int(address, 16), opcode, tuple(suffixes.split(".")[1:]), operands))
     return out
 
 
