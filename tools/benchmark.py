@@ -19,6 +19,7 @@ Dry run on CPU (small input, one iteration)::
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import platform
 import time
@@ -118,7 +119,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     parser.add_argument("--backend", default="auto", help="NA backend of the NAT/DiNAT models")
-    parser.add_argument("--models", nargs="+", default=None, help="filter on model names")
+    parser.add_argument(
+        "--models", nargs="+", default=None, help="model names to run (glob patterns, e.g. '*tiny')"
+    )
     parser.add_argument("--size", type=int, nargs=2, default=None, help="override H W")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=10)
@@ -136,7 +139,7 @@ def main(argv=None) -> int:
     print(header, flush=True)
     rows = []
     for model_name, size, preset in DEFAULT_RUNS:
-        if args.models and not any(m in model_name for m in args.models):
+        if args.models and not any(fnmatch.fnmatchcase(model_name, m) for m in args.models):
             continue
         size = tuple(args.size) if args.size else size
         is_swin = model_name in TIMM_NAMES

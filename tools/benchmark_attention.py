@@ -649,6 +649,9 @@ def main(argv=None) -> None:
         "--backends", nargs="+", default=None, help="NA backends (default: per device)"
     )
     parser.add_argument("--shapes", nargs="+", default=None, help="substring filter on shape names")
+    parser.add_argument(
+        "--dilations", type=int, nargs="+", default=None, help="only these dilations"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--dense-limit-gb", type=float, default=4.0)
@@ -677,7 +680,8 @@ def main(argv=None) -> None:
     shapes = [
         s
         for s in (default_shapes() if suite == "cpu" else gpu_shapes())
-        if not args.shapes or any(f in s.name for f in args.shapes)
+        if (not args.shapes or any(f in s.name for f in args.shapes))
+        and (not args.dilations or s.dilation in args.dilations)
     ]
     if args.shrink > 1:
         shapes = [shrink(s, args.shrink) for s in shapes]

@@ -14,8 +14,8 @@ Everything goes to ``--out`` (default ``bench_out/gpu_check``):
    correctness check of fp32/fp16/bf16 on those shapes (``correctness.md``);
 3. ``backbone_triton/``, ``backbone_torch/``: DiNAT-T/-L and NAT-T against timm's
    Swin-T/-L, forward+backward images/s and peak memory under bf16 autocast;
-4. ``variants.json``: how many kernels Triton compiled after DiNAT-T ran at three
-   image sizes (one per kernel is the design);
+4. ``variants.json``: how many kernels Triton compiled after DiNAT-T ran forward and
+   backward at three image sizes (one per kernel is the design);
 5. ``summary.json``: each step's status and time, the device and versions, and
    whether the correctness steps passed (``triton_validated``).
 
@@ -28,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -77,7 +78,7 @@ def run_step(name: str, command: list[str], out: Path, env: dict, timeout: float
     return {"step": name, "returncode": code, "seconds": seconds, "log": str(log)}
 
 
-def variants_command(device: str, sizes: list[list[int]]) -> list[str]:
+def variants_command(device: str, model: str, sizes: list[list[int]]) -> list[str]:
     code = f"""
 import json, torch, sys
 sys.path.insert(0, {str(ROOT / "tools")!r})
@@ -85,7 +86,8 @@ from benchmark_attention import compiled_variants
 from nattk.backbones.attention import NeighborhoodAttention2D
 from nattk.backbones.variants import create_model
 device = torch.device({device!r})
-model = create_model("dinat_tiny", num_classes=0, dilations="coco").to(device)
+kwargs = dict(dilations="coco") if {model!r}.startswith("dinat") else dict()
+model = create_model({model!r}, num_classes=0, **kwargs).to(device)
 for m in model.modules():
     if isinstance(m, NeighborhoodAttention2D):
         m.backend = "triton"
@@ -118,24 +120,40 @@ def main(argv=None) -> int:
     device = "cpu" if dry else "cuda"
     py = sys.executable
 
+    # Time limits per step: the real run stays under 8 minutes in all; the dry run, under
+    # Triton's CPU interpreter, does far less work (one shape, tiny model) but slowly.
+    limits = dict(pytest=200, attention=120, backbone_triton=60, backbone_torch=45, variants=45)
+    if dry:
+        limits = dict(pytest=300, attention=300, backbone_triton=300, backbone_torch=60,
+                      variants=300)  # fmt: skip
     steps = []
-    marks = "not compiler" + (" and not slow" if dry else "")
-    steps.append(run_step("pytest", [py, "-m", "pytest", "-q", "-m", marks, "-p", "no:cacheprovider",
-                                     "tests/test_triton_backend.py"], out, env, 300))  # fmt: skip
+    pytest_cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    pytest_cmd += ["-m", "not compiler" + (" and not slow" if dry else "")]
+    if not dry and importlib.util.find_spec("xdist") is not None:
+        pytest_cmd += ["-n", "8"]  # compiles of the many specialisations, in parallel
+    pytest_cmd.append("tests/test_triton_backend.py")
+    steps.append(run_step("pytest", pytest_cmd, out, env, limits["pytest"]))
     attention = [py, "tools/benchmark_attention.py", "--device", device, "--suite", "gpu",
                  "--dtype", "bf16", "--check", "--out", str(out / "attention")]  # fmt: skip
     if dry:
-        attention += ["--shrink", str(args.shrink), "--repeats", "1", "--shapes", "stage3"]
-    steps.append(run_step("attention", attention, out, env, 240))
+        attention += ["--shrink", str(args.shrink), "--repeats", "1",
+                      "--shapes", "det800x1344 stage3", "--dilations", "1"]  # fmt: skip
+    steps.append(run_step("attention", attention, out, env, limits["attention"]))
     for backend in ("triton", "torch"):
         backbone = [py, "tools/benchmark.py", "--device", device, "--backend", backend,
                     "--out", str(out / f"backbone_{backend}")]  # fmt: skip
         if dry:
-            backbone += ["--size", "64", "96", "--batch", "1", "--iters", "1", "--warmup", "0",
-                         "--models", "dinat_tiny"]  # fmt: skip
-        steps.append(run_step(f"backbone_{backend}", backbone, out, env, 150))
-    sizes = [[64, 96], [96, 64], [128, 128]] if dry else [[224, 224], [512, 512], [800, 1216]]
-    variants = run_step("variants", variants_command(device, sizes), out, env, 120)
+            backbone += ["--size", "32", "32", "--batch", "1", "--iters", "1", "--warmup", "0",
+                         "--models", "nat_tiny"]  # fmt: skip
+        name = f"backbone_{backend}"
+        steps.append(run_step(name, backbone, out, env, limits[name]))
+    if dry:
+        # NAT: no dilation, so tiny inputs stay tiny maps (DiNAT pads them to k x d).
+        model, sizes = "nat_mini", [[32, 32], [32, 64], [64, 32]]
+    else:
+        model, sizes = "dinat_tiny", [[224, 224], [512, 512], [800, 1216]]
+    variants = run_step("variants", variants_command(device, model, sizes), out, env,
+                        limits["variants"])  # fmt: skip
     steps.append(variants)
     log = Path(variants["log"]).read_text().strip().splitlines()
     if variants["returncode"] == 0 and log:
