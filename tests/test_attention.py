@@ -156,6 +156,48 @@ def test_cpu_and_torch_backends_agree_on_gradients_fp32():
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
+# Cases a re-layout bug would catch: q/k/v as views of one qkv tensor (what the module
+# makes), odd map sizes with dilation 8 (ragged groups), 1 x 1 windows.
+RELAYOUT_CASES = [
+    dict(batch=2, heads=2, dim=8, height=13, width=11, kernel=(3, 3), dilation=(2, 3), rpb=True),
+    dict(batch=1, heads=2, dim=4, height=59, width=61, kernel=(7, 7), dilation=(8, 8), rpb=True),
+    dict(batch=1, heads=1, dim=4, height=25, width=27, kernel=(3, 3), dilation=(8, 8), rpb=True),
+    dict(batch=2, heads=3, dim=4, height=5, width=6, kernel=(1, 1), dilation=(1, 1), rpb=True),
+    dict(batch=1, heads=2, dim=4, height=9, width=10, kernel=(1, 3), dilation=(1, 3), rpb=False),
+]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("case", RELAYOUT_CASES, ids=lambda c: f"{c['height']}x{c['width']}"
+                         f"k{c['kernel']}d{c['dilation']}")  # fmt: skip
+def test_qkv_views_odd_maps_and_one_by_one_windows_fp64(case, backend):
+    """Forward against the naive loop; all four gradients against the ``torch`` backend
+    on contiguous copies, from q/k/v that are strided views of one qkv tensor."""
+    gen = torch.Generator().manual_seed(1)
+    shape = (case["batch"], case["height"], case["width"], 3, case["heads"], case["dim"])
+    qkv = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    q, k, v = qkv.unbind(3)
+    assert not q.is_contiguous()
+    kr, kc = case["kernel"]
+    rpb = torch.randn(case["heads"], 2 * kr - 1, 2 * kc - 1, generator=gen, dtype=torch.float64)
+    rpb = rpb.requires_grad_(True) if case["rpb"] else None
+    kernel, dilation = case["kernel"], case["dilation"]
+    out = neighborhood_attention_2d(q, k, v, kernel, dilation, rpb, backend=backend)
+    expected = naive_na2d(q.detach(), k.detach(), v.detach(), kernel, dilation,
+                          None if rpb is None else rpb.detach())  # fmt: skip
+    assert torch.allclose(out, expected, atol=1e-10, rtol=0), (out - expected).abs().max()
+    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    leaves = [qkv] + ([rpb] if rpb is not None else [])
+    got = torch.autograd.grad(out, leaves, grad)
+    copies = [t.detach().contiguous().requires_grad_(True) for t in (q, k, v)]
+    rpb_copy = None if rpb is None else rpb.detach().clone().requires_grad_(True)
+    ref_out = neighborhood_attention_2d(*copies, kernel, dilation, rpb_copy, backend="torch")
+    ref = torch.autograd.grad(ref_out, copies + ([rpb_copy] if rpb is not None else []), grad)
+    assert torch.allclose(got[0], torch.stack(ref[:3], dim=3), atol=1e-10, rtol=0)
+    if rpb is not None:
+        assert torch.allclose(got[1], ref[3], atol=1e-10, rtol=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_torch_backend_low_precision_close_to_fp64(dtype):
     case = FIXED_CASES[2]
@@ -398,3 +440,31 @@ def test_without_cpu_extension_auto_falls_back_to_torch_and_says_why(tmp_path):
     assert lines[0] == "torch"
     assert "disabled by NATTK_CPU_EXTENSION=0" in lines[1]
     assert lines[2] == "torch.Size([1, 8, 8, 2, 4])"
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_inference_fast_path_equals_the_operator(backend, monkeypatch):
+    """Under no_grad (no autocast, compile or tracing) the call skips the operator's
+    dispatch and runs the same implementation: identical output; otherwise the op runs."""
+    case = FIXED_CASES[1]
+    q, k, v, rpb = _tensors(case, dtype=torch.float32)
+    with_op = neighborhood_attention_2d(
+        q, k, v, case["kernel"], case["dilation"], rpb, backend=backend
+    )
+    calls = []
+    original = torch.ops.nattk.na2d
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append(args)
+            return original(*args)
+
+    monkeypatch.setattr(torch.ops.nattk, "na2d", Spy())
+    with torch.no_grad():
+        fast = neighborhood_attention_2d(
+            q, k, v, case["kernel"], case["dilation"], rpb, backend=backend
+        )
+    assert not calls and torch.equal(fast, with_op)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        neighborhood_attention_2d(q, k, v, case["kernel"], case["dilation"], rpb, backend="torch")
+    assert len(calls) == 1  # autocast: the operator and its autocast rule

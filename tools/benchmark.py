@@ -42,6 +42,9 @@ DEFAULT_RUNS = [
     ("swin_large", (800, 1344), None),
     ("dinat_large", (640, 640), "ade20k640"),
     ("swin_large", (640, 640), None),
+    # mmdet's Swin-T (the backbone of mmdet's Swin configs), where mmdet is installed:
+    # the CPU comparison (`--device cpu --dtype fp32 --size 512 768`).
+    ("mmdet_swin_tiny", (800, 1344), None),
 ]
 TIMM_NAMES = {
     "swin_tiny": "swin_tiny_patch4_window7_224",
@@ -62,7 +65,14 @@ class Row:
 
 
 def build(name: str, size, preset: Optional[str]):
-    """The dense backbone (NAT/DiNAT from this toolkit, Swin from timm)."""
+    """The dense backbone (NAT/DiNAT from this toolkit, Swin from timm or mmdet)."""
+    if name == "mmdet_swin_tiny":
+        from mmdet.models.backbones import SwinTransformer
+
+        return SwinTransformer(
+            embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
+            out_indices=(0, 1, 2, 3),
+        )  # fmt: skip
     if name in TIMM_NAMES:
         import timm
 
@@ -142,9 +152,10 @@ def main(argv=None) -> int:
         if args.models and not any(fnmatch.fnmatchcase(model_name, m) for m in args.models):
             continue
         size = tuple(args.size) if args.size else size
-        is_swin = model_name in TIMM_NAMES
+        is_swin = "swin" in model_name
+        source = "mmdet" if model_name.startswith("mmdet") else "timm"
         row = Row(
-            model_name, f"{size[0]}x{size[1]}", args.batch, "timm" if is_swin else args.backend
+            model_name, f"{size[0]}x{size[1]}", args.batch, source if is_swin else args.backend
         )
         try:
             model = build(model_name, size, preset)

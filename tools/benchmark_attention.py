@@ -75,18 +75,25 @@ class Shape:
 
 
 def default_shapes() -> list[Shape]:
-    """Stage shapes of NAT/DiNAT-Tiny (head dim 32, kernel 7) and the DiNAT dilations."""
+    """Published layer shapes (head dim 32), each at dilation 1 and its DiNAT dilation.
+
+    NAT/DiNAT-Tiny (kernel 7): ImageNet 224² stages 1-3, COCO 800x1216 stages 1 and 3,
+    ADE20K 512² and 640² stage 1; Mask2Former DiNAT-L (kernel 11, 6 heads) at 640².
+    """
     specs = [
-        ("cls224 stage1", 2, 56, 56, 2, [1, 8]),
-        ("cls224 stage3", 2, 14, 14, 8, [1, 2]),
-        ("det800x1216 stage1", 2, 200, 304, 2, [1, 28]),
-        ("det800x1216 stage3", 2, 50, 76, 8, [1, 7]),
-        ("seg512 stage1", 2, 128, 128, 2, [1, 16]),
-        ("natten-cmp 64x64", 2, 64, 64, 2, [1]),
+        ("cls224 stage1", 2, 56, 56, 2, 7, [1, 8]),
+        ("cls224 stage2", 2, 28, 28, 4, 7, [1, 4]),
+        ("cls224 stage3", 2, 14, 14, 8, 7, [1, 2]),
+        ("det800x1216 stage1", 2, 200, 304, 2, 7, [1, 28]),
+        ("det800x1216 stage3", 2, 50, 76, 8, 7, [1, 7]),
+        ("seg512 stage1", 2, 128, 128, 2, 7, [1, 16]),
+        ("seg640 stage1", 2, 160, 160, 2, 7, [1, 20]),
+        ("m2f640 stage1 (L, k11)", 1, 160, 160, 6, 11, [1, 14]),
+        ("natten-cmp 64x64", 2, 64, 64, 2, 7, [1]),
     ]
     return [
-        Shape(name, b, h, w, heads, 32, 7, d)
-        for name, b, h, w, heads, dilations in specs
+        Shape(name, b, h, w, heads, 32, kernel, d)
+        for name, b, h, w, heads, kernel, dilations in specs
         for d in dilations
     ]
 

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -294,9 +295,7 @@ class BiasGrad {
 };
 
 // ---------------------------------------------------------------- operators
-// The full op is qk_forward -> softmax (ATen's vectorised kernel) -> av_forward.
-// A fused single-pass variant was measured slower on AVX2 (scalar exp), so the
-// toolkit keeps this one path.
+// The unfused pair (attention weights for visualisation, attention dropout).
 // logits[n, h, t] = (scale * q[n, h]) . k[key_t(n), h] + rpb[h, bias_t(n)]
 at::Tensor qk_forward(const at::Tensor& q_in, const at::Tensor& k_in, const c10::optional<at::Tensor>& rpb_in,
                       const std::vector<at::Tensor>& row_tables, const std::vector<at::Tensor>& col_tables,
@@ -437,6 +436,243 @@ std::vector<at::Tensor> av_backward(const at::Tensor& grad_in, const at::Tensor&
   return {dattn, dv};
 }
 
+// ---------------------------------------------------------------- fused (one pass per direction)
+// The fused op reads q/k/v in their own layout (any strides, contiguous head dim:
+// views of one qkv tensor need no copy) and walks every dilated window in place,
+// from the per-axis tables of the natural layout: no re-layout of the map.
+
+// Element strides of a [B, H, W, heads, D] tensor.
+struct Strides {
+  int64_t b, r, c, h;
+  int64_t at(int64_t bi, int64_t i, int64_t j, int64_t hi) const { return bi * b + i * r + j * c + hi * h; }
+};
+
+Strides strides_of(const at::Tensor& x) { return {x.stride(0), x.stride(1), x.stride(2), x.stride(3)}; }
+
+at::Tensor with_contiguous_head_dim(const at::Tensor& x) { return x.stride(4) == 1 ? x : x.contiguous(); }
+
+// x[t] = exp(x[t] - shift) for t < n, x[t] - shift <= 0. float: a vectorisable
+// 2^y evaluation (range reduction to [-1/2, 1/2], degree-6 polynomial, exponent
+// bits), relative error below 2e-7; double: std::exp.
+inline void exp_shifted(float* x, int64_t n, float shift) {
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) {
+    float y = (x[t] - shift) * 1.4426950408889634f;
+    y = y < -126.0f ? -126.0f : y;
+    const float k = (y + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23)
+    const float f = (y - k) * 0.6931471805599453f;  // e^f with |f| <= ln2 / 2
+    float p = 1.0f / 720.0f;
+    p = p * f + 1.0f / 120.0f;
+    p = p * f + 1.0f / 24.0f;
+    p = p * f + 1.0f / 6.0f;
+    p = p * f + 0.5f;
+    p = p * f + 1.0f;
+    p = p * f + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    x[t] = p * scale;
+  }
+}
+
+inline void exp_shifted(double* x, int64_t n, double shift) {
+  for (int64_t t = 0; t < n; ++t) x[t] = std::exp(x[t] - shift);
+}
+
+// Softmax of logits[0..n) in place; returns the natural-log sum-exp.
+template <typename T>
+inline T softmax_in_place(T* logits, int64_t n) {
+  T m = logits[0];
+  for (int64_t t = 1; t < n; ++t) m = logits[t] > m ? logits[t] : m;
+  exp_shifted(logits, n, m);
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t t = 0; t < n; ++t) sum += logits[t];
+  const T inv = T(1) / sum;
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) logits[t] *= inv;
+  return m + std::log(sum);
+}
+
+// g[t] = probs[t] * (g[t] - delta): the logit gradients from the weight gradients g.
+template <typename T>
+inline void softmax_backward_in_place(const T* probs, T delta, T* g, int64_t n) {
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) g[t] = probs[t] * (g[t] - delta);
+}
+
+// The query token n of a [B, H, W] map as (b, i, j).
+struct Token {
+  int64_t b, i, j;
+};
+
+inline Token token_of(const Problem& p, int64_t n) {
+  const int64_t plane = p.height * p.width;
+  return {n / plane, (n / p.width) % p.height, n % p.width};
+}
+
+// out[t] = x . y[key_t] over the window of token `tok` (y: strided keys or values).
+template <int DIM, typename T>
+inline void window_dots(const Problem& p, Token tok, int64_t h, const T* x, const T* yp, const Strides& ys, T* out) {
+  const int64_t sr = p.rows.start[tok.i], sc = p.cols.start[tok.j];
+  for (int64_t tr = 0; tr < p.rows.kernel; ++tr) {
+    const T* base = yp + ys.at(tok.b, sr + tr * p.rows.dilation, sc, h);
+    dots<DIM>(x, base, p.cols.dilation * ys.c, p.cols.kernel, out + tr * p.cols.kernel, p.dim);
+  }
+}
+
+// acc = sum_t w[t] y[key_t] over the window of token `tok`.
+template <int DIM, typename T>
+inline void window_sum(const Problem& p, Token tok, int64_t h, const T* w, const T* yp, const Strides& ys, T* acc) {
+  const int64_t sr = p.rows.start[tok.i], sc = p.cols.start[tok.j];
+  std::fill(acc, acc + head_dim<DIM>(p.dim), T(0));
+  for (int64_t tr = 0; tr < p.rows.kernel; ++tr) {
+    const T* base = yp + ys.at(tok.b, sr + tr * p.rows.dilation, sc, h);
+    axpys<DIM>(w + tr * p.cols.kernel, base, p.cols.dilation * ys.c, p.cols.kernel, acc, p.dim);
+  }
+}
+
+template <typename T>
+inline void add_bias(const Problem& p, Token tok, int64_t h, const T* bias, T* logits) {
+  const int64_t br = p.rows.rpb_start[tok.i], bc = p.cols.rpb_start[tok.j], kc = p.cols.kernel;
+  const int64_t bias_w = 2 * kc - 1;
+  const T* bh = bias + h * (2 * p.rows.kernel - 1) * bias_w;
+  for (int64_t tr = 0; tr < p.rows.kernel; ++tr) {
+    const T* row = bh + (br + tr) * bias_w + bc;
+    T* out = logits + tr * kc;
+    for (int64_t tc = 0; tc < kc; ++tc) out[tc] += row[tc];
+  }
+}
+
+// Returns (out, lse, probs): out [B, H, W, heads, D], lse [B, H, W, heads] and the
+// softmax weights [B, H, W, heads, K] the backward reads (all contiguous).
+std::vector<at::Tensor> fused_forward(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                                      const c10::optional<at::Tensor>& rpb_in,
+                                      const std::vector<at::Tensor>& row_tables,
+                                      const std::vector<at::Tensor>& col_tables, int64_t kr, int64_t kc, int64_t dr,
+                                      int64_t dc, double scale) {
+  check_same(q_in, k_in, "na2d_fused");
+  check_same(q_in, v_in, "na2d_fused");
+  const auto q = with_contiguous_head_dim(q_in), k = with_contiguous_head_dim(k_in),
+             v = with_contiguous_head_dim(v_in);
+  const Problem p = make_problem(q, kr * kc, row_tables, col_tables, kr, kc, dr, dc);
+  at::Tensor rpb;
+  if (rpb_in.has_value()) rpb = rpb_in->contiguous();
+  auto out = at::empty({p.batch, p.height, p.width, p.heads, p.dim}, q.options());
+  auto lse = at::empty({p.batch, p.height, p.width, p.heads}, q.options());
+  auto probs = at::empty({p.batch, p.height, p.width, p.heads, p.n_keys}, q.options());
+  const Strides sq = strides_of(q), sk = strides_of(k), sv = strides_of(v);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "na2d_fused_forward", [&] {
+    using T = scalar_t;
+    const T *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>(), *vp = v.data_ptr<T>();
+    const T* bp = rpb.defined() ? rpb.data_ptr<T>() : nullptr;
+    T *op = out.data_ptr<T>(), *lp = lse.data_ptr<T>(), *pp = probs.data_ptr<T>();
+    const T s = static_cast<T>(scale);
+    dispatch_head_dim(p.dim, [&]<int DIM>() {
+      const int64_t D = head_dim<DIM>(p.dim);
+      at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
+        std::vector<T> qs(D);
+        for (int64_t n = begin; n < end; ++n) {
+          const Token tok = token_of(p, n);
+          for (int64_t h = 0; h < p.heads; ++h) {
+            const T* qn = qp + sq.at(tok.b, tok.i, tok.j, h);
+            for (int64_t d = 0; d < D; ++d) qs[d] = qn[d] * s;
+            T* w = pp + (n * p.heads + h) * p.n_keys;
+            window_dots<DIM>(p, tok, h, qs.data(), kp, sk, w);
+            if (bp) add_bias(p, tok, h, bp, w);
+            lp[n * p.heads + h] = softmax_in_place(w, p.n_keys);
+            window_sum<DIM>(p, tok, h, w, vp, sv, op + (n * p.heads + h) * D);
+          }
+        }
+      });
+    });
+  });
+  return {out, lse, probs};
+}
+
+// Returns (dq, dk, dv, drpb) of fused_forward from its output and softmax weights;
+// drpb is undefined when with_rpb is false. Two passes: over queries (dq, the logit
+// gradients, drpb), then over keys (dk, dv) through the inverse neighborhoods.
+std::vector<at::Tensor> fused_backward(const at::Tensor& grad_in, const at::Tensor& q_in, const at::Tensor& k_in,
+                                       const at::Tensor& v_in, const at::Tensor& out_in, const at::Tensor& probs_in,
+                                       bool with_rpb, const std::vector<at::Tensor>& row_tables,
+                                       const std::vector<at::Tensor>& col_tables, int64_t kr, int64_t kc,
+                                       int64_t dr, int64_t dc, double scale) {
+  check_same(q_in, k_in, "na2d_fused_backward");
+  check_same(q_in, v_in, "na2d_fused_backward");
+  check_same(q_in, grad_in, "na2d_fused_backward");
+  const auto q = with_contiguous_head_dim(q_in), k = with_contiguous_head_dim(k_in),
+             v = with_contiguous_head_dim(v_in);
+  const auto g = grad_in.contiguous(), o = out_in.contiguous(), a = probs_in.contiguous();
+  const Problem p = make_problem(q, kr * kc, row_tables, col_tables, kr, kc, dr, dc);
+  const auto shape = std::vector<int64_t>{p.batch, p.height, p.width, p.heads, p.dim};
+  auto dq = at::empty(shape, q.options()), dk = at::empty(shape, q.options()), dv = at::empty(shape, q.options());
+  auto dlogits = at::empty_like(a);
+  at::Tensor drpb;
+  if (with_rpb) drpb = at::zeros({p.heads, 2 * kr - 1, 2 * kc - 1}, q.options());
+  const Strides sq = strides_of(q), sk = strides_of(k), sv = strides_of(v);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "na2d_fused_backward", [&] {
+    using T = scalar_t;
+    const T *gp = g.data_ptr<T>(), *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>(), *vp = v.data_ptr<T>();
+    const T *opp = o.data_ptr<T>(), *ap = a.data_ptr<T>();
+    T *dqp = dq.data_ptr<T>(), *dkp = dk.data_ptr<T>(), *dvp = dv.data_ptr<T>(), *glp = dlogits.data_ptr<T>();
+    const T s = static_cast<T>(scale);
+    BiasGrad<T> bias_grad(p, with_rpb);
+    dispatch_head_dim(p.dim, [&]<int DIM>() {
+      const int64_t D = head_dim<DIM>(p.dim);
+      at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n) {
+          const Token tok = token_of(p, n);
+          for (int64_t h = 0; h < p.heads; ++h) {
+            const int64_t nh = n * p.heads + h;
+            const T* gn = gp + nh * D;
+            const T delta = dot<DIM>(gn, opp + nh * D, D);
+            T* gl = glp + nh * p.n_keys;
+            window_dots<DIM>(p, tok, h, gn, vp, sv, gl);  // d probs
+            softmax_backward_in_place(ap + nh * p.n_keys, delta, gl, p.n_keys);
+            if (bias_grad.enabled()) bias_grad.add(n, h, gl);
+            T* dqn = dqp + nh * D;
+            window_sum<DIM>(p, tok, h, gl, kp, sk, dqn);
+            for (int64_t d = 0; d < D; ++d) dqn[d] *= s;
+          }
+        }
+      });
+      at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
+        InverseList inv(p);
+        const size_t room = inv.query.size();
+        std::vector<int64_t> q_offset(room);
+        std::vector<T> wk(room), wv(room);
+        std::vector<const T*> pq(room), pg(room);
+        for (int64_t m = begin; m < end; ++m) {
+          inv.collect(p, m);
+          for (int64_t c = 0; c < inv.count; ++c) {
+            const Token t = token_of(p, inv.query[c]);
+            q_offset[c] = sq.at(t.b, t.i, t.j, 0);
+          }
+          for (int64_t h = 0; h < p.heads; ++h) {
+            for (int64_t c = 0; c < inv.count; ++c) {
+              const int64_t nh = inv.query[c] * p.heads + h;
+              wk[c] = glp[nh * p.n_keys + inv.slot[c]];
+              wv[c] = ap[nh * p.n_keys + inv.slot[c]];
+              pq[c] = qp + q_offset[c] + h * sq.h;
+              pg[c] = gp + nh * D;
+            }
+            T* dkm = dkp + (m * p.heads + h) * D;
+            T* dvm = dvp + (m * p.heads + h) * D;
+            std::fill(dkm, dkm + D, T(0));
+            std::fill(dvm, dvm + D, T(0));
+            axpy_list<DIM>(wk.data(), pq.data(), inv.count, dkm, D);
+            axpy_list<DIM>(wv.data(), pg.data(), inv.count, dvm, D);
+            for (int64_t d = 0; d < D; ++d) dkm[d] *= s;
+          }
+        }
+      });
+    });
+    if (with_rpb) bias_grad.reduce_into(drpb.data_ptr<T>());
+  });
+  return {dq, dk, dv, drpb};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -444,4 +680,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("qk_backward", &qk_backward, "NA2D QK(+RPB) backward (CPU)");
   m.def("av_forward", &av_forward, "NA2D AV forward (CPU)");
   m.def("av_backward", &av_backward, "NA2D AV backward (CPU)");
+  m.def("fused_forward", &fused_forward, "NA2D fused forward: QK(+RPB), softmax, AV in one pass (CPU)");
+  m.def("fused_backward", &fused_backward, "NA2D fused backward: dq, dk, dv, drpb in two passes (CPU)");
 }
