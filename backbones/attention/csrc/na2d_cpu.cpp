@@ -511,6 +511,33 @@ inline Token token_of(const Problem& p, int64_t n) {
   return {n / plane, (n / p.width) % p.height, n % p.width};
 }
 
+// Positions of one axis in dilation-group order: group r = i mod d first, then
+// position g = i div d within it. Walking queries (and keys) in this order makes
+// consecutive ones share most of their (dilated) windows, so large dilations stay
+// cache-friendly without moving any data.
+std::vector<int64_t> group_order(int64_t length, int64_t dilation) {
+  std::vector<int64_t> order;
+  order.reserve(length);
+  for (int64_t r = 0; r < dilation; ++r)
+    for (int64_t i = r; i < length; i += dilation) order.push_back(i);
+  return order;
+}
+
+// Visits the tokens of a [B, H, W] map in dilation-group order: the n-th visited.
+struct GroupedWalk {
+  std::vector<int64_t> rows, cols;
+  int64_t height, width;
+  GroupedWalk(const Problem& p)
+      : rows(group_order(p.height, p.rows.dilation)), cols(group_order(p.width, p.cols.dilation)),
+        height(p.height), width(p.width) {}
+  // (token index in the natural layout, its coordinates)
+  std::pair<int64_t, Token> operator()(int64_t n) const {
+    const int64_t plane = height * width, b = n / plane, x = (n / width) % height, y = n % width;
+    const Token t{b, rows[x], cols[y]};
+    return {b * plane + t.i * width + t.j, t};
+  }
+};
+
 // out[t] = x . y[key_t] over the window of token `tok` (y: strided keys or values).
 template <int DIM, typename T>
 inline void window_dots(const Problem& p, Token tok, int64_t h, const T* x, const T* yp, const Strides& ys, T* out) {
@@ -562,6 +589,7 @@ std::vector<at::Tensor> fused_forward(const at::Tensor& q_in, const at::Tensor& 
   auto lse = at::empty({p.batch, p.height, p.width, p.heads}, q.options());
   auto probs = at::empty({p.batch, p.height, p.width, p.heads, p.n_keys}, q.options());
   const Strides sq = strides_of(q), sk = strides_of(k), sv = strides_of(v);
+  const GroupedWalk walk(p);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "na2d_fused_forward", [&] {
     using T = scalar_t;
     const T *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>(), *vp = v.data_ptr<T>();
@@ -572,8 +600,8 @@ std::vector<at::Tensor> fused_forward(const at::Tensor& q_in, const at::Tensor& 
       const int64_t D = head_dim<DIM>(p.dim);
       at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
         std::vector<T> qs(D);
-        for (int64_t n = begin; n < end; ++n) {
-          const Token tok = token_of(p, n);
+        for (int64_t visit = begin; visit < end; ++visit) {
+          const auto [n, tok] = walk(visit);
           for (int64_t h = 0; h < p.heads; ++h) {
             const T* qn = qp + sq.at(tok.b, tok.i, tok.j, h);
             for (int64_t d = 0; d < D; ++d) qs[d] = qn[d] * s;
@@ -611,6 +639,7 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_in, const at::Tens
   at::Tensor drpb;
   if (with_rpb) drpb = at::zeros({p.heads, 2 * kr - 1, 2 * kc - 1}, q.options());
   const Strides sq = strides_of(q), sk = strides_of(k), sv = strides_of(v);
+  const GroupedWalk walk(p);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "na2d_fused_backward", [&] {
     using T = scalar_t;
     const T *gp = g.data_ptr<T>(), *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>(), *vp = v.data_ptr<T>();
@@ -621,8 +650,8 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_in, const at::Tens
     dispatch_head_dim(p.dim, [&]<int DIM>() {
       const int64_t D = head_dim<DIM>(p.dim);
       at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
-        for (int64_t n = begin; n < end; ++n) {
-          const Token tok = token_of(p, n);
+        for (int64_t visit = begin; visit < end; ++visit) {
+          const auto [n, tok] = walk(visit);
           for (int64_t h = 0; h < p.heads; ++h) {
             const int64_t nh = n * p.heads + h;
             const T* gn = gp + nh * D;
@@ -643,7 +672,8 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_in, const at::Tens
         std::vector<int64_t> q_offset(room);
         std::vector<T> wk(room), wv(room);
         std::vector<const T*> pq(room), pg(room);
-        for (int64_t m = begin; m < end; ++m) {
+        for (int64_t visit = begin; visit < end; ++visit) {
+          const int64_t m = walk(visit).first;
           inv.collect(p, m);
           for (int64_t c = 0; c < inv.count; ++c) {
             const Token t = token_of(p, inv.query[c]);
