@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
@@ -9,9 +10,6 @@ if not torch.cuda.is_available():
     # `triton.language` is first imported, and test modules collected earlier import it:
     # transformers 5, which mmdet's BERT wrapper imports, pulls it in.
     os.environ.setdefault("TRITON_INTERPRET", "1")
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

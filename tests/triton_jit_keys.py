@@ -1,4 +1,4 @@
-"""Prints, as JSON, the JIT specialisation key of every launch of the Triton launcher.
+"""Prints, as JSON, the JIT specialisation keys of every kernel the Triton launcher launches.
 
 Run by ``tests/test_triton_backend.py`` in a process without ``TRITON_INTERPRET`` (the
 kernels must be real ``JITFunction``s). For each map size, dilation and batch, and for
@@ -31,7 +31,8 @@ def _inputs(layout, batch, height, width, heads, dim, dtype):
 
 def main() -> None:
     heads, dim, dtype = int(sys.argv[1]), int(sys.argv[2]), getattr(torch, sys.argv[3])
-    keys: dict[str, dict[str, list]] = {}
+    # {layout: {kernel name: {repr of its JIT key: [[batch, H, W, dil_r, dil_c], ...]}}}
+    keys: dict[str, dict[str, dict[str, list]]] = {}
     for layout in ("contiguous", "qkv"):
         for (height, width), dilation, batch in (
             (s, d, b)
@@ -43,10 +44,9 @@ def main() -> None:
             q, k, v = _inputs(layout, batch, height, width, heads, dim, dtype)
             rpb = torch.zeros(heads, 13, 13)
             for launch in triton_aot.capture_launches(q, k, v, rpb, (7, 7), dilation):
-                key = repr((launch.name, triton_aot.specialisation_key(launch)))
-                keys.setdefault(layout, {}).setdefault(key, []).append(
-                    [batch, height, width, *dilation]
-                )
+                key = repr(triton_aot.specialisation_key(launch))
+                per_kernel = keys.setdefault(layout, {}).setdefault(launch.name, {})
+                per_kernel.setdefault(key, []).append([batch, height, width, *dilation])
     json.dump(keys, sys.stdout)
 
 

@@ -80,8 +80,10 @@ def unsupported_reason(x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> 
     if x.shape[-1] > MAX_HEAD_DIM:
         return f"head_dim {x.shape[-1]} is larger than {MAX_HEAD_DIM}"
     if x.device.type == "cuda":
-        name = torch.cuda.get_device_name(x.device)
-        return shared_memory_reason(dtype, x.shape[-1], shared_memory_limit(x.device), name)
+        limit = shared_memory_limit(x.device)
+        if shared_memory_reason(dtype, x.shape[-1], limit) is not None:  # name it only then
+            name = torch.cuda.get_device_name(x.device)
+            return shared_memory_reason(dtype, x.shape[-1], limit, name)
     return None
 
 
