@@ -100,3 +100,16 @@ def build_runner(cfg: Config):
     runner = RUNNERS.build(cfg) if "runner_type" in cfg else CrashSafeRunner.from_cfg(cfg)
     demote_noisy_records(runner.logger)
     return runner
+
+
+def end_distributed() -> None:
+    """Destroys the default process group, if one is up, before the interpreter exits.
+
+    MMEngine leaves it to interpreter teardown, where gloo's background threads can race
+    their destructors: a rank then aborts ("terminate called without an active
+    exception") after the run has finished, and the launcher reports a failed job.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -17,7 +17,14 @@ import warnings
 
 from mmengine.config import Config, ConfigDict
 
-from nattk.openmmlab.cli import add_common_args, build_runner, framework_of, load_config, parse
+from nattk.openmmlab.cli import (
+    add_common_args,
+    build_runner,
+    end_distributed,
+    framework_of,
+    load_config,
+    parse,
+)
 from nattk.openmmlab.compat import checkpoint_allowlist
 
 
@@ -136,6 +143,7 @@ def main(argv=None) -> None:
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     with checkpoint_allowlist():
         runner.test()
+    end_distributed()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import argparse
 
-from nattk.openmmlab.cli import add_common_args, build_runner, load_config, parse
+from nattk.openmmlab.cli import (
+    add_common_args,
+    build_runner,
+    end_distributed,
+    load_config,
+    parse,
+)
 from nattk.openmmlab.compat import checkpoint_allowlist
 
 
@@ -64,6 +70,7 @@ def main(argv=None) -> None:
     # weights-only loading rejects; allow exactly those for the run.
     with checkpoint_allowlist():
         runner.train()
+    end_distributed()
 
 
 if __name__ == "__main__":
