@@ -357,7 +357,9 @@ def drop_classifier(state: Mapping[str, torch.Tensor]) -> StateDict:
     return {k: v for k, v in state.items() if not CLASSIFIER_KEY.match(k)}
 
 
-def missing_weights_error(owner: str, missing: list[str], total: int) -> Optional[str]:
+def missing_weights_error(
+    owner: str, missing: list[str], total: int, rpb_hint: str = ""
+) -> Optional[str]:
     """The refusal rule for a backbone loaded inside a framework's own checkpointer.
 
     Fresh dense-output norms (``norm0``..``norm3``: ImageNet checkpoints have none) are
@@ -368,6 +370,8 @@ def missing_weights_error(owner: str, missing: list[str], total: int) -> Optiona
         owner: Name of the model, for the message.
         missing: Missing keys, relative to the backbone.
         total: Number of backbone tensors.
+        rpb_hint: Appended (after ``"; "``) when an ``rpb`` is among the missing keys:
+            the framework's way of resizing one.
 
     Returns:
         ``None`` when loading may go on, else the message naming what is missing.
@@ -376,13 +380,7 @@ def missing_weights_error(owner: str, missing: list[str], total: int) -> Optiona
     if not missing:
         return None
     shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
-    hint = ""
-    if any(key.endswith(".rpb") for key in missing):
-        hint = (
-            "; an rpb made for another kernel size is skipped by Detectron2 as a shape "
-            "mismatch: resize it with `python tools/convert_checkpoint.py IN.pth OUT.pkl "
-            "--to d2 --kernel-size K`"
-        )
+    hint = f"; {rpb_hint}" if rpb_hint and any(key.endswith(".rpb") for key in missing) else ""
     return (
         f"{owner}: the checkpoint has no value for {len(missing)} of {total} backbone "
         f"tensors ({shown}){hint}"

@@ -94,9 +94,7 @@ def pretrained_weights(tag_or_url: str) -> PretrainedWeights:
         return PRETRAINED[tag_or_url]
     if tag_or_url in _BY_URL:
         return _BY_URL[tag_or_url]
-    raise KeyError(
-        f"{tag_or_url!r} is not a published ImageNet checkpoint; tags: {sorted(PRETRAINED)}"
-    )
+    raise _unknown(tag_or_url)
 
 
 def pretrained_url(tag: str) -> str:
@@ -109,7 +107,9 @@ def pretrained_url(tag: str) -> str:
         KeyError: Unknown tag (the message lists the tags).
     """
     if tag not in PRETRAINED:
-        raise KeyError(
-            f"{tag!r} is not a published ImageNet checkpoint; tags: {sorted(PRETRAINED)}"
-        )
+        raise _unknown(tag)
     return PRETRAINED[tag].url
+
+
+def _unknown(name: str) -> KeyError:
+    return KeyError(f"{name!r} is not a published ImageNet checkpoint; tags: {sorted(PRETRAINED)}")

@@ -39,7 +39,7 @@ def collect() -> dict[str, str]:
     """Environment facts as an ordered ``{name: value}`` dict."""
     import torch
 
-    from nattk.backbones.attention import backend_report, cpu_extension
+    from nattk.backbones.attention import backend_report, cpu_extension, registry
 
     info = {
         "python": sys.version.split()[0] + f" ({platform.platform()})",
@@ -55,6 +55,7 @@ def collect() -> dict[str, str]:
         "transformers": _version("transformers"),
         "CPU NA kernels": cpu_extension.status(),
     }
+    info["NA auto order"] = " -> ".join(registry.active().auto_order)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         report = backend_report(device)

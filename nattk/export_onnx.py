@@ -25,14 +25,8 @@ from functools import partial
 
 import torch
 
-from nattk.backbones.export import (
-    export_program,
-    max_abs_difference,
-    onnxruntime_outputs,
-    onnxruntime_session,
-    smallest_unpadded_input,
-    to_onnx,
-)
+from nattk.backbones.export import export_program, smallest_unpadded_input, to_onnx
+from nattk.dev.onnx_runtime import max_abs_difference, onnxruntime_outputs, onnxruntime_session
 from nattk.export import build_exportable
 
 

@@ -9,13 +9,8 @@ from test_mixed_precision import tiny_dinat
 
 from nattk.backbones.attention import flex_backend, indices, resolve_backend
 from nattk.backbones.attention.decomposition import DECOMPOSITIONS
-from nattk.backbones.export import (
-    export_program,
-    max_abs_difference,
-    onnxruntime_outputs,
-    smallest_unpadded_input,
-    to_onnx,
-)
+from nattk.backbones.export import export_program, smallest_unpadded_input, to_onnx
+from nattk.dev.onnx_runtime import max_abs_difference, onnxruntime_outputs
 
 BACKENDS = ["torch", "cpu"]
 

@@ -27,13 +27,11 @@ from nattk.backbones.attention import (  # noqa: E402  # noqa: E402
     NeighborhoodAttention2D,
     neighborhood_attention_2d,
     resolve_backend,
-    triton_aot,
     triton_backend,
 )
-from nattk.backbones.attention.triton_tiling import (  # noqa: E402
-    published_layer_shapes,
-    useful_work,
-)
+from nattk.backbones.attention.triton_tiling import useful_work  # noqa: E402
+from nattk.dev import triton_aot  # noqa: E402
+from nattk.dev.layer_shapes import published_layer_shapes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -489,7 +487,7 @@ def test_sass_targets_on_sm90_fp16_bf16(compiled):
 
 
 def test_the_sass_counter_reads_loops_widths_and_atomics():
-    from nattk.backbones.attention import triton_sass
+    from nattk.dev import triton_sass
 
     sass = """
         /*0000*/                   LDG.E.128 R4, desc[UR6][R2.64] ;

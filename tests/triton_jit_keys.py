@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from nattk.backbones.attention import triton_aot
+from nattk.dev import triton_aot
 
 SIZES = [(14, 14), (20, 24), (33, 47), (56, 56), (100, 168), (25, 42), (61, 77)]
 DILATIONS = [(1, 1), (2, 2), (3, 5), (8, 8)]

@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)
 
-    from nattk.backbones.attention import triton_aot
+    from nattk.dev import triton_aot
     from nattk.backbones.attention.triton_backend import _block_dim
     from nattk.backbones.attention.triton_tiling import shared_memory_bound
 

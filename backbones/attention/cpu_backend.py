@@ -11,21 +11,27 @@ from __future__ import annotations
 import torch
 
 from . import cpu_extension
+from .backend_api import Call, as_call
 from .indices import axis_tables
 
-SUPPORTED_DTYPES = (torch.float32, torch.float64)
+NAME = "cpu"
+AUTO = True
+FUSED = True
+UNFUSED = True
+IN_OPERATOR = True
 #: The fused op keeps the softmax weights for backward: on CPU, recomputing the
 #: scores costs more time than the N x K weights cost memory.
 KEEPS_PROBS = True
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
 
-def unsupported_reason(x: torch.Tensor, dtype: torch.dtype | None = None) -> str | None:
-    """Why the CPU kernels cannot serve ``x`` computed in ``dtype`` (``None`` when they can)."""
-    dtype = x.dtype if dtype is None else dtype
-    if x.device.type != "cpu":
-        return f"tensor is on {x.device}, not CPU"
-    if dtype not in SUPPORTED_DTYPES:
-        return f"dtype {dtype} is not float32/float64"
+def unsupported_reason(call: Call | torch.Tensor) -> str | None:
+    """Why the CPU kernels cannot serve ``call`` (``None`` when they can)."""
+    call = as_call(call)
+    if call.device.type != "cpu":
+        return f"tensor is on {call.device}, not CPU"
+    if call.dtype not in SUPPORTED_DTYPES:
+        return f"dtype {call.dtype} is not float32/float64"
     if cpu_extension.load() is None:
         return f"CPU extension {cpu_extension.status()}"
     return None

@@ -23,6 +23,7 @@ from functools import lru_cache
 
 import torch
 
+from .backend_api import Call, as_call
 from .indices import axis_tables
 
 try:
@@ -30,15 +31,24 @@ try:
 except ImportError:  # torch < 2.5
     BlockMask = flex_attention = None
 
+NAME = "flex"
+#: Compiled per map size, kernel, dilation and grad mode: only when forced.
+AUTO = False
+FUSED = True
+UNFUSED = False
+KEEPS_PROBS = False
+#: Called directly (flex_attention is itself an operator torch.compile knows).
+IN_OPERATOR = False
 BLOCK_SIZE = 128
 _compiled_flex = None
 
 
-def unsupported_reason(q: torch.Tensor) -> str | None:
-    """Why the flex backend cannot serve ``q`` (``None`` when it can)."""
+def unsupported_reason(call: Call | torch.Tensor) -> str | None:
+    """Why the flex backend cannot serve ``call`` (``None`` when it can)."""
+    call = as_call(call)
     if flex_attention is None:
         return "torch.nn.attention.flex_attention is not available (torch < 2.5)"
-    if q.device.type != "cuda":
+    if call.device.type != "cuda":
         return "flex_attention has no backward on CPU; the flex backend needs CUDA"
     return None
 

@@ -1,23 +1,25 @@
 """Functional neighborhood attention: input checks and backend dispatch.
 
-Backends (see the package docstring for what each one is):
+Backends (one module each, listed in :mod:`.registry`):
 
-===========  =========================================================  ==========
-name         serves                                                     rpb
-===========  =========================================================  ==========
-``torch``    any device/dtype, forward and backward                     yes
-``cpu``      CPU float32/float64 when the C++ extension is built        yes
-``natten``   CUDA, NATTEN >= 0.20 installed                             no
-``flex``     CUDA, ``torch.nn.attention.flex_attention`` (compiled)     yes
-===========  =========================================================  ==========
+===========  =========================================================  ====  =======
+name         serves                                                     rpb   auto
+===========  =========================================================  ====  =======
+``natten``   CUDA, NATTEN >= 0.20 installed (fused only)                no    yes
+``triton``   CUDA (or Triton's CPU interpreter), fused only             yes   forced
+``flex``     CUDA, ``torch.nn.attention.flex_attention`` (compiled)     yes   forced
+``cpu``      CPU float32/float64 when the C++ extension is built        yes   yes
+``torch``    any device/dtype, forward and backward                     yes   yes
+===========  =========================================================  ====  =======
 
-``auto`` picks the first of natten -> cpu -> torch that can serve the call: memory
-stays linear in the number of tokens on every device. ``flex`` runs only when
-forced. The choice can be forced per call (``backend=``), per module (its
-``backend`` attribute) or process-wide (environment variable ``NATTK_NA_BACKEND``);
-a forced backend that cannot serve a call raises instead of silently falling back.
+``auto`` picks the first backend of the registry's ``AUTO`` ones (natten -> cpu ->
+torch) that can serve the call: memory stays linear in the number of tokens on every
+device. The others run only when forced. The choice can be forced per call
+(``backend=``), per module (its ``backend`` attribute) or process-wide (environment
+variable ``NATTK_NA_BACKEND``); a forced backend that cannot serve a call raises
+instead of silently falling back.
 
-``cpu`` and ``torch`` run through the custom operators of :mod:`.ops`
+``cpu``, ``torch`` and ``triton`` run through the custom operators of :mod:`.ops`
 (``torch.ops.nattk.*``), which is what makes them work under autocast,
 ``torch.compile(fullgraph=True)``, ``torch.export`` and ONNX export.
 
@@ -34,21 +36,14 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import (  # noqa: F401 (ops registers)
-    cpu_backend,
-    flex_backend,
-    natten_backend,
-    ops,
-    triton_backend,
-)
+from . import ops, registry  # noqa: F401 (ops registers the operators)
+from .backend_api import Call
 
 IntPair = Union[int, Sequence[int]]
 
-BACKENDS = ("auto", "natten", "triton", "flex", "cpu", "torch")
+#: What ``backend=`` accepts (the registered backends and ``auto``).
+BACKENDS = ("auto", *(module.NAME for module in registry.REGISTERED))
 ENV_VAR = "NATTK_NA_BACKEND"
-_AUTO_ORDER = ("natten", "cpu", "torch")
-_ALL = ("natten", "triton", "flex", "cpu", "torch")
-_UNFUSED = ("cpu", "torch")
 
 
 def to_pair(value: IntPair, name: str) -> tuple[int, int]:
@@ -152,30 +147,20 @@ def compute_dtype(q: torch.Tensor) -> torch.dtype:
 def unsupported_reason(
     backend: str, q: torch.Tensor, rpb: Optional[torch.Tensor], dtype: Optional[torch.dtype] = None
 ) -> Optional[str]:
-    """Why ``backend`` cannot serve a call on ``q`` computed in ``dtype`` (``None`` when it can)."""
-    dtype = q.dtype if dtype is None else dtype
-    if backend == "torch":
-        return None
-    if backend == "cpu":
-        return cpu_backend.unsupported_reason(q, dtype)
-    if backend == "flex":
-        return flex_backend.unsupported_reason(q)
-    if backend == "triton":
-        return triton_backend.unsupported_reason(q, dtype)
-    if backend == "natten":
-        reason = natten_backend.unsupported_reason(q, rpb)
-        if reason is None and (
-            q.shape[-1] % 8 or dtype not in (torch.float16, torch.bfloat16, torch.float32)
-        ):
-            reason = (
-                f"NATTEN needs head_dim % 8 == 0 and fp16/bf16/fp32, got {q.shape[-1]}, {dtype}"
-            )
-        return reason
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    """Why ``backend`` cannot serve a call on ``q`` computed in ``dtype`` (``None`` when it can).
+
+    Raises:
+        ValueError: Unknown backend name.
+    """
+    call = Call(q, q.dtype if dtype is None else dtype, rpb is not None)
+    return registry.active().get(backend).unsupported_reason(call)
 
 
 def resolve_backend(
-    backend: Optional[str], q: torch.Tensor, rpb: Optional[torch.Tensor], candidates=_ALL
+    backend: Optional[str],
+    q: torch.Tensor,
+    rpb: Optional[torch.Tensor],
+    candidates: Optional[Sequence[str]] = None,
 ) -> str:
     """Chooses the backend for one call.
 
@@ -185,8 +170,8 @@ def resolve_backend(
         q: The query tensor (its device and dtype decide; under autocast, the
             autocast dtype).
         rpb: The bias table or ``None``.
-        candidates: Backends that can compute this kind of call; ``auto`` tries
-            those of them in its order (natten, cpu, torch).
+        candidates: Backends that can compute this kind of call (``None``: those with
+            the fused op); ``auto`` tries those of them in its order (natten, cpu, torch).
 
     Raises:
         ValueError: Unknown backend name.
@@ -195,22 +180,25 @@ def resolve_backend(
     name = backend or "auto"
     if name == "auto":
         name = os.environ.get(ENV_VAR, "auto") or "auto"
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    dtype = compute_dtype(q)
+    backends = registry.active()
+    if name != "auto":
+        backends.get(name)  # raises ValueError for an unknown name
+    if candidates is None:
+        candidates = backends.fused
+    call = Call(q, compute_dtype(q), rpb is not None)
     if name != "auto":
         if name not in candidates:
             raise RuntimeError(
-                f"backend {name!r} cannot compute this op (choose from {candidates})"
+                f"backend {name!r} cannot compute this op (choose from {tuple(candidates)})"
             )
-        reason = unsupported_reason(name, q, rpb, dtype)
+        reason = backends.get(name).unsupported_reason(call)
         if reason is not None:
             raise RuntimeError(
                 f"neighborhood-attention backend {name!r} cannot run this call: {reason}"
             )
         return name
-    for candidate in _AUTO_ORDER:
-        if candidate in candidates and unsupported_reason(candidate, q, rpb, dtype) is None:
+    for candidate in backends.auto_order:
+        if candidate in candidates and backends.get(candidate).unsupported_reason(call) is None:
             return candidate
     return "torch"
 
@@ -233,13 +221,13 @@ def na2d_qk(
         dilation: Dilation, int or ``(rows, cols)``.
         rpb: Optional ``[heads, 2*k_rows-1, 2*k_cols-1]`` relative position bias.
         scale: Multiplies q before the dot product; default ``D ** -0.5``.
-        backend: ``"auto"``, ``"cpu"`` or ``"torch"``.
+        backend: ``"auto"`` or a backend with the unfused ops (``"cpu"``, ``"torch"``).
 
     Returns:
         ``[B, H, W, heads, k_rows * k_cols]`` logits, window slots in row-major order.
     """
     kernel, dil, scale = _check_qk(q, k, kernel_size, dilation, rpb, scale)
-    name = resolve_backend(backend, q, rpb, candidates=_UNFUSED)
+    name = resolve_backend(backend, q, rpb, candidates=registry.active().unfused)
     return torch.ops.nattk.na2d_qk(q, k, rpb, list(kernel), list(dil), scale, name)
 
 
@@ -258,7 +246,7 @@ def na2d_av(
         v: ``[B, H, W, heads, D]`` values.
         kernel_size: Window size, int or ``(rows, cols)``.
         dilation: Dilation, int or ``(rows, cols)``.
-        backend: ``"auto"``, ``"cpu"`` or ``"torch"``.
+        backend: ``"auto"`` or a backend with the unfused ops (``"cpu"``, ``"torch"``).
 
     Returns:
         ``[B, H, W, heads, D]``.
@@ -274,7 +262,7 @@ def na2d_av(
     if tuple(attn.shape) != expected:
         raise ValueError(f"attn must have shape {expected}, got {tuple(attn.shape)}")
     _check_map(v, kernel, dil)
-    name = resolve_backend(backend, v, None, candidates=_UNFUSED)
+    name = resolve_backend(backend, v, None, candidates=registry.active().unfused)
     return torch.ops.nattk.na2d_av(attn, v, list(kernel), list(dil), name)
 
 
@@ -303,7 +291,7 @@ def neighborhood_attention_2d(
             not exceed the map (the module pads small maps; this op does not).
         rpb: Optional ``[heads, 2*k_rows-1, 2*k_cols-1]`` relative position bias.
         scale: Multiplies q before the dot product; default ``D ** -0.5``.
-        backend: ``"auto"`` or one of ``"natten"``, ``"flex"``, ``"cpu"``, ``"torch"``.
+        backend: ``"auto"`` or a backend name (:data:`BACKENDS`).
 
     Returns:
         A tensor shaped like ``q``.
@@ -320,18 +308,16 @@ def neighborhood_attention_2d(
         )
     kernel, dil, scale = _check_qk(q, k, kernel_size, dilation, rpb, scale)
     name = resolve_backend(backend, q, rpb)
-    if name in ("natten", "flex"):
+    impl = registry.active().get(name)
+    if not impl.IN_OPERATOR:
         # Not our operators: apply autocast's cast here.
         dtype = compute_dtype(q)
         q, k, v = (x.to(dtype) for x in (q, k, v))
-    if name == "natten":
-        return natten_backend.attention(q, k, v, kernel, dil, scale)
-    if name == "flex":
-        return flex_backend.attention(q, k, v, kernel, dil, rpb, scale)
+        return impl.attention(q, k, v, kernel, dil, rpb, scale)
     if _plain_eager_inference(q, k, v, rpb):
         # What the operator would run, without its dispatch (about 40 us a call, which a
         # 14 x 14 map notices): nothing here needs autograd, autocast or tracing.
-        return ops.IMPLEMENTATIONS[name].attention_forward(q, k, v, rpb, kernel, dil, scale)[0]
+        return impl.attention_forward(q, k, v, rpb, kernel, dil, scale)[0]
     out, _, _ = torch.ops.nattk.na2d(q, k, v, rpb, list(kernel), list(dil), scale, name)
     return out
 
@@ -349,10 +335,15 @@ def _plain_eager_inference(*tensors: Optional[torch.Tensor]) -> bool:
 
 
 def backend_report(device: Union[str, torch.device] = "cpu") -> dict:
-    """``{backend: None or reason}`` for a float32 call with rpb (natten: without)."""
+    """``{backend: None or reason}`` for a float32 call, over every registered backend.
+
+    ``None`` when the backend can run such a call with a bias table or without one
+    (NATTEN has none); otherwise its reason for the call without.
+    """
     probe = torch.empty(1, 1, 1, 1, 8, device=device)
     report = {}
-    for name in _ALL:
-        rpb = None if name == "natten" else probe
-        report[name] = unsupported_reason(name, probe, rpb)
+    for module in registry.active().modules:
+        with_rpb = module.unsupported_reason(Call(probe, probe.dtype, has_rpb=True))
+        without = module.unsupported_reason(Call(probe, probe.dtype, has_rpb=False))
+        report[module.NAME] = None if with_rpb is None else without
     return report

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import registry
 from .functional import IntPair, na2d_av, na2d_qk, neighborhood_attention_2d, to_pair
 from .torch_backend import acc_dtype
 
@@ -118,7 +119,7 @@ class NeighborhoodAttention2D(nn.Module):
         return _softmax(logits)
 
     def _unfused(self) -> str:
-        return self.backend if self.backend in ("cpu", "torch") else "auto"
+        return self.backend if self.backend in registry.active().unfused else "auto"
 
     def extra_repr(self) -> str:
         return (

@@ -6,6 +6,17 @@ import importlib
 
 import torch
 
+from .backend_api import Call
+
+NAME = "natten"
+AUTO = True
+FUSED = True
+UNFUSED = False
+KEEPS_PROBS = False
+#: NATTEN's own operators, called directly.
+IN_OPERATOR = False
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
 _natten = None
 _import_error: str | None = None
 
@@ -20,14 +31,18 @@ def _load():
     return _natten
 
 
-def unsupported_reason(q: torch.Tensor, rpb: torch.Tensor | None) -> str | None:
-    """Why NATTEN cannot serve this call (``None`` when it can)."""
-    if rpb is not None:
+def unsupported_reason(call: Call) -> str | None:
+    """Why NATTEN cannot serve ``call`` (``None`` when it can)."""
+    if call.has_rpb:
         return "NATTEN >= 0.20 has no relative position bias"
-    if q.device.type != "cuda":
+    if call.device.type != "cuda":
         return "NATTEN's kernels have no CPU backward; the natten backend needs CUDA"
     if _load() is None:
         return f"natten is not importable ({_import_error})"
+    if call.head_dim % 8 or call.dtype not in SUPPORTED_DTYPES:
+        return (
+            f"NATTEN needs head_dim % 8 == 0 and fp16/bf16/fp32, got {call.head_dim}, {call.dtype}"
+        )
     return None
 
 
@@ -37,6 +52,8 @@ def version() -> str | None:
     return getattr(module, "__version__", "unknown") if module is not None else None
 
 
-def attention(q, k, v, kernel, dilation, scale):
-    """``natten.na2d`` on ``[B, H, W, heads, D]`` tensors."""
+def attention(q, k, v, kernel, dilation, rpb, scale):
+    """``natten.na2d`` on ``[B, H, W, heads, D]`` tensors (``rpb`` must be ``None``)."""
+    if rpb is not None:
+        raise ValueError("the natten backend has no relative position bias")
     return _load().na2d(q, k, v, kernel_size=tuple(kernel), dilation=tuple(dilation), scale=scale)

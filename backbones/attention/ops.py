@@ -17,9 +17,10 @@ and AOTAutograd see them as single opaque nodes with known output shapes:
 Every index table is built inside the kernels (outside any traced code), so a new
 map size never adds data-dependent operations to a graph.
 
-The last argument, ``backend``, names the implementation: ``"cpu"`` (C++ kernels)
-or ``"torch"`` (chunked pure PyTorch, any device) or, for ``nattk::na2d`` only,
-``"triton"`` (fused Triton kernels, CUDA). Choosing it is the job of
+The last argument, ``backend``, names the implementation: a registered backend with
+``IN_OPERATOR`` (:mod:`.registry`): ``"cpu"`` (C++ kernels) or ``"torch"`` (chunked
+pure PyTorch, any device) or, for ``nattk::na2d`` only, ``"triton"`` (fused Triton
+kernels, CUDA). Choosing it is the job of
 :func:`~.functional.resolve_backend`; the operators only run what they are told.
 
 Mixed precision: under ``torch.autocast`` the operators behave like
@@ -37,18 +38,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import cpu_backend, torch_backend, triton_backend
-
-IMPLEMENTATIONS = {"cpu": cpu_backend, "torch": torch_backend, "triton": triton_backend}
+from . import registry, torch_backend
 
 
 def _impl(backend: str):
-    try:
-        return IMPLEMENTATIONS[backend]
-    except KeyError:
-        raise ValueError(
-            f"nattk operators have no implementation {backend!r} (have {sorted(IMPLEMENTATIONS)})"
-        ) from None
+    return registry.active().operator_backend(backend)
 
 
 def _kernel(x: Tensor, backend: str):
@@ -257,6 +251,20 @@ na2d_av.register_autograd(_av_autograd, setup_context=_av_setup_context)
 # --------------------------------------------------------------------------- autocast
 # Positions of the arguments autocast casts (like SDPA's q, k, v); rpb is never one.
 _AUTOCAST_ARGS = {"na2d": (0, 1, 2), "na2d_qk": (0, 1), "na2d_av": (0, 1)}
+# Private dispatcher API (torch._C; CI runs torch 2.13): no public API registers an
+# autocast kernel that reads the autocast dtype at call time.
+_PRIVATE_DISPATCH_API = ("_dispatch_key_for_device", "_ExcludeDispatchKeyGuard", "DispatchKeySet")
+
+
+def _check_private_dispatch_api(c_module=torch._C) -> None:
+    """Raises ``RuntimeError`` naming the private torch API this torch lacks."""
+    missing = [name for name in _PRIVATE_DISPATCH_API if not hasattr(c_module, name)]
+    if missing:
+        raise RuntimeError(
+            f"torch {torch.__version__} lacks torch._C.{', torch._C.'.join(missing)}, which the "
+            "nattk operators use to register their autocast rule; CI runs torch 2.13 (the "
+            "version pinned in requirements/constraints.txt)"
+        )
 
 
 def _register_autocast(name: str, positions, device_type: str) -> None:
@@ -282,6 +290,7 @@ def _register_autocast(name: str, positions, device_type: str) -> None:
     _LIB.impl(name, kernel, key, with_keyset=True)
 
 
+_check_private_dispatch_api()
 _LIB = torch.library.Library("nattk", "IMPL")
 for _name, _positions in _AUTOCAST_ARGS.items():
     for _device_type in ("cpu", "cuda"):

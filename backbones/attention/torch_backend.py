@@ -20,11 +20,22 @@ from typing import Optional
 
 import torch
 
+from .backend_api import Call
 from .indices import grid_indices
 
-_CHUNK_BYTES = 64 * 2**20
+NAME = "torch"
+AUTO = True
+FUSED = True
+UNFUSED = True
+IN_OPERATOR = True
 #: The fused op recomputes the softmax in backward (memory linear in tokens).
 KEEPS_PROBS = False
+_CHUNK_BYTES = 64 * 2**20
+
+
+def unsupported_reason(call: Call) -> Optional[str]:
+    """Never a reason: the reference backend serves every device and dtype."""
+    return None
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -30,7 +30,11 @@ from typing import Optional
 
 import torch
 
+from .backend_api import Call, as_call
 from .triton_tiling import (
+    BACKWARD_DKDV_KERNEL,
+    BACKWARD_DQ_KERNEL,
+    FORWARD_KERNEL,
     grid_size,
     launch_config,
     shared_memory_bound,
@@ -38,12 +42,18 @@ from .triton_tiling import (
     tiles_per_axis,
 )
 
+NAME = "triton"
+#: Not yet run on a GPU: only when forced.
+AUTO = False
+FUSED = True
+UNFUSED = False
+IN_OPERATOR = True
+#: The fused op recomputes the softmax in backward.
+KEEPS_PROBS = False
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 128
 #: Copies of the bias-gradient table the atomics are spread over.
 DRPB_COPIES = 32
-#: The fused op recomputes the softmax in backward.
-KEEPS_PROBS = False
 
 
 @cache
@@ -67,9 +77,10 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def unsupported_reason(x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> Optional[str]:
-    """Why the Triton kernels cannot serve ``x`` computed in ``dtype`` (``None`` when they can)."""
-    dtype = x.dtype if dtype is None else dtype
+def unsupported_reason(call: Call | torch.Tensor) -> Optional[str]:
+    """Why the Triton kernels cannot serve ``call`` (``None`` when they can)."""
+    call = as_call(call)
+    x, dtype = call.q, call.dtype
     reason = import_error()
     if reason is not None:
         return reason
@@ -204,7 +215,7 @@ def attention_forward(q, k, v, rpb, kernel, dilation, scale):
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(q.shape[:4], dtype=torch.float32, device=q.device)
     launch(
-        _kernel_name("na2d_fwd_kernel", q, out),
+        _kernel_name(FORWARD_KERNEL, q, out),
         q, k, v, _rpb32(rpb, q), out, lse,
         *launch.runtime, *_strides(q), *_strides(out),
     )  # fmt: skip
@@ -242,13 +253,13 @@ def attention_backward(grad_out, q, k, v, rpb, out, lse, _probs, kernel, dilatio
     layout = (*_strides(q), *_strides(out))
     window = kernel[0] * kernel[1]
     launch(
-        _kernel_name("na2d_bwd_dq_kernel", q, out),
+        _kernel_name(BACKWARD_DQ_KERNEL, q, out),
         q, k, v, rpb32, out, grad_out, lse, delta, dq, drpb,
         *launch.runtime, copies, *layout,
         KKP=1 << (window - 1).bit_length(),
     )  # fmt: skip
     launch(
-        _kernel_name("na2d_bwd_dkdv_kernel", q, out),
+        _kernel_name(BACKWARD_DKDV_KERNEL, q, out),
         q, k, v, rpb32, grad_out, lse, delta, dk, dv,
         *launch.runtime, *layout,
         PITCH=launch.tile.pitch,

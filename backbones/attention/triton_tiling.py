@@ -76,6 +76,12 @@ def tile_shape(kernel_size: Sequence[int]) -> TileShape:
     raise ValueError(f"kernel size {tuple(kernel_size)} is wider than 128")
 
 
+#: The Triton kernels of :mod:`.triton_kernels` (each also has an ``*_unaligned`` twin).
+FORWARD_KERNEL = "na2d_fwd_kernel"
+BACKWARD_DQ_KERNEL = "na2d_bwd_dq_kernel"
+BACKWARD_DKDV_KERNEL = "na2d_bwd_dkdv_kernel"
+KERNEL_NAMES = (FORWARD_KERNEL, BACKWARD_DQ_KERNEL, BACKWARD_DKDV_KERNEL)
+
 #: ``(num_warps, num_stages)`` per kernel, input width in bits and head-dim block: the
 #: first entry whose block bound is at least the call's. Chosen from the SASS counters of
 #: ``tools/triton_compile_report.py`` (docs/benchmarks.md): the fewest non-MMA
@@ -84,9 +90,9 @@ def tile_shape(kernel_size: Sequence[int]) -> TileShape:
 #: a warp; the backward kernels hold more tiles at once and need 4 warps (dq), or one
 #: stage (dk/dv at head dim 32), to stay in registers; fp32 tiles take more warps.
 LAUNCH_CONFIG = {
-    "na2d_fwd_kernel": {16: ((64, (2, 2)), (128, (4, 2))), 32: ((64, (4, 2)), (128, (8, 2)))},
-    "na2d_bwd_dq_kernel": {16: ((128, (4, 2)),), 32: ((128, (8, 2)),)},
-    "na2d_bwd_dkdv_kernel": {16: ((32, (2, 1)), (128, (4, 2))), 32: ((128, (8, 2)),)},
+    FORWARD_KERNEL: {16: ((64, (2, 2)), (128, (4, 2))), 32: ((64, (4, 2)), (128, (8, 2)))},
+    BACKWARD_DQ_KERNEL: {16: ((128, (4, 2)),), 32: ((128, (8, 2)),)},
+    BACKWARD_DKDV_KERNEL: {16: ((32, (2, 1)), (128, (4, 2))), 32: ((128, (8, 2)),)},
 }
 
 
@@ -172,45 +178,3 @@ def useful_work(
                 rows_per_block = tile.block // halo_cols
                 evaluated += tile.size * cdiv(halo_rows, rows_per_block) * tile.block
     return useful, evaluated
-
-
-def published_layer_shapes() -> list[tuple[str, int, int, int, int, int]]:
-    """``(setup, level, H, W, kernel, dilation)`` of every distinct published DiNAT layer.
-
-    Inputs padded to a multiple of 32 as the frameworks do; maps smaller than
-    ``kernel x dilation`` at the size the module pads them to.
-    """
-    from ..nat import DiNAT
-    from ..variants import DILATION_PRESETS
-
-    setups = [
-        ("COCO 800x1333", (800, 1344), 7, "coco"),
-        ("ADE20K 512", (512, 512), 7, "ade20k512"),
-        ("ADE20K 640", (640, 640), 7, "ade20k640"),
-        ("Mask2Former ADE20K 640", (640, 640), 11, "m2f"),
-        ("Mask2Former COCO 1024", (1024, 1024), 11, "m2f"),
-        ("Mask2Former Cityscapes 512x1024", (512, 1024), 11, "m2f"),
-    ]
-    rows = []
-    for name, (height, width), kernel, preset in setups:
-        for level, dilations in enumerate(DILATION_PRESETS[DiNAT.family][preset]):
-            h, w = cdiv(height, 4 * 2**level), cdiv(width, 4 * 2**level)
-            for d in sorted(set(dilations)):
-                rows.append((name, level, max(h, kernel * d), max(w, kernel * d), kernel, d))
-    return rows
-
-
-def useful_work_markdown() -> str:
-    """The docs table of :func:`useful_work` over :func:`published_layer_shapes`."""
-    lines = [
-        "| setup | level | map (padded) | kernel | dilation | tile | useful / evaluated pairs |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, level, h, w, kernel, d in published_layer_shapes():
-        useful, evaluated = useful_work(h, w, (kernel, kernel), (d, d))
-        tile = tile_shape((kernel, kernel))
-        lines.append(
-            f"| {name} | {level} | {h}x{w} | {kernel} | {d} | "
-            f"{tile.rows}x{tile.cols} q, {tile.block} k | {100 * useful / evaluated:.1f}% |"
-        )
-    return "\n".join(lines)

@@ -3,7 +3,7 @@
 Triton's interpreter does not enforce what the GPU compiler does (``tl.dot`` shape
 rules, shared-memory limits, register pressure). ``triton.compile`` does, for a named
 target, without a GPU. This module compiles *the kernel the JIT would build*: it runs
-the real launcher (:mod:`.triton_backend`) on CPU tensors of the right dtype and layout,
+the real launcher (:mod:`nattk.backbones.attention.triton_backend`) on CPU tensors of the right dtype and layout,
 captures each launch instead of running it, and hands the captured arguments to the
 JIT's own binder (Triton's ``specialize`` machinery, the code ``JITFunction.run``
 uses). So the signature, the constexprs and the divisibility attributes are Triton's
@@ -34,12 +34,13 @@ from typing import Optional
 
 import torch
 
+from nattk.backbones.attention.triton_tiling import KERNEL_NAMES
+
 from . import triton_sass
 
 #: Compute capability -> the most shared memory one block may use (bytes, opt-in).
 SHARED_MEMORY_LIMIT = {90: 227 * 1024, 80: 163 * 1024, 86: 99 * 1024}
 TARGET_NAMES = {90: "sm_90 (H100/H200)", 80: "sm_80 (A100)", 86: "sm_86 (RTX 30xx, A10)"}
-KERNEL_NAMES = ("na2d_fwd_kernel", "na2d_bwd_dq_kernel", "na2d_bwd_dkdv_kernel")
 DTYPES = ("fp16", "bf16", "fp32")
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 #: Kernel sizes and head dims of the published models (kernel 11: Mask2Former DiNAT-L).
@@ -132,10 +133,10 @@ def capture_launches(
 ) -> list[Launch]:
     """The launches a forward and a backward of the real launcher make, without running them.
 
-    Works on CPU tensors without the interpreter: :class:`.triton_backend._Launch` is
+    Works on CPU tensors without the interpreter: :class:`~nattk.backbones.attention.triton_backend._Launch` is
     swapped for a recorder for the duration of the call.
     """
-    from . import triton_backend
+    from nattk.backbones.attention import triton_backend
 
     launches: list[Launch] = []
 
@@ -194,7 +195,7 @@ def _jit_internals():
 
 
 def _jit_function(name: str):
-    from . import triton_kernels
+    from nattk.backbones.attention import triton_kernels
 
     _make_backend, JITFunction, _create = _jit_internals()
     fn = getattr(triton_kernels, name)
@@ -314,10 +315,10 @@ def instructions_per_window_pair(result: CompileResult, height=200, width=336, d
     """Forward non-MMA warp-instructions per in-window pair on one layer shape.
 
     ``loop_other x num_warps`` per key block, times the key blocks the tiling walks on
-    the shape (:func:`.triton_tiling.useful_work`), over its in-window pairs. Default
+    the shape (:func:`nattk.backbones.attention.triton_tiling.useful_work`), over its in-window pairs. Default
     shape: COCO stage 1 (800x1333 input), dilation 1.
     """
-    from .triton_tiling import tile_shape, useful_work
+    from nattk.backbones.attention.triton_tiling import tile_shape, useful_work
 
     size = (result.spec.kernel_size, result.spec.kernel_size)
     useful, evaluated = useful_work(height, width, size, (dilation, dilation))

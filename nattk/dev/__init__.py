@@ -1,0 +1,7 @@
+"""Development tooling: what tests, benchmarks and reports need, and a model never does.
+
+Nothing under ``nattk.backbones`` imports this package. Ahead-of-time Triton compiles
+and their SASS counters (:mod:`.triton_aot`, :mod:`.triton_sass`), the table of
+published layer shapes (:mod:`.layer_shapes`) and ONNX Runtime checks
+(:mod:`.onnx_runtime`).
+"""
