@@ -17,7 +17,13 @@ import torch
 from nattk.backbones.checkpoint import missing_weights_error
 from nattk.backbones.nat import NeighborhoodTransformer
 
-from .config import FEATURE_NAMES, backbone_kwargs, family_node, toolkit_option
+from .config import FEATURE_NAMES, backbone_kwargs, config_error, family_node, toolkit_option
+
+#: How to fix the usual cause of a missing rpb under Detectron2.
+_RPB_HINT = (
+    "an rpb made for another kernel size is skipped by Detectron2 as a shape mismatch: "
+    "resize it with `python tools/convert_checkpoint.py IN.pth OUT.pkl --to d2 --kernel-size K`"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +38,21 @@ class D2BackboneMixin:
             ``MODEL.DiNAT``) declared; see :func:`~nattk.mask2former.config.family_node`.
         input_shape: Detectron2 ``ShapeSpec`` of the image (only ``channels`` is read);
             ``None`` means 3 channels.
+
+    Raises:
+        ValueError: A config value the core refuses, named by its key (e.g.
+            ``MODEL.DINAT.DILATIONS: dilations must give one value per block: ...``).
     """
 
     def __init__(self, cfg, input_shape=None) -> None:
         family = self._core_family()
         name, node = family_node(cfg, family)
         in_chans = 3 if getattr(input_shape, "channels", None) is None else input_shape.channels
-        super().__init__(**backbone_kwargs(node, family, in_chans=in_chans, name=name))
+        kwargs = backbone_kwargs(node, family, in_chans=in_chans, name=name)
+        try:
+            super().__init__(**kwargs)
+        except ValueError as error:  # the core's checks speak of its arguments, not of keys
+            raise config_error(name, error) from error
         self.config_key = name
         self.allow_missing_weights = bool(toolkit_option(node, "ALLOW_MISSING_WEIGHTS"))
         self._out_features = [FEATURE_NAMES[i] for i in self.out_indices]
@@ -78,7 +92,7 @@ class D2BackboneMixin:
         # made for another kernel size) with a warning only; refuse to go on silently.
         expected = list(self.state_dict(keep_vars=True))
         missing = [key for key in expected if prefix + key not in state_dict]
-        message = missing_weights_error(type(self).__name__, missing, len(expected))
+        message = missing_weights_error(type(self).__name__, missing, len(expected), _RPB_HINT)
         if message is None:
             if missing:  # ImageNet weights have no norm0..3: they start fresh, as everywhere
                 logger.info("%s: new dense-output norms %s initialised fresh", prefix, missing)

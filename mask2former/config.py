@@ -1,9 +1,9 @@
 """Detectron2 config keys of the NAT / DiNAT / DiNAT_s backbones (no detectron2 import).
 
 ``add_dinat_config(cfg)`` declares ``cfg.MODEL.DINAT.*`` with the keys and defaults of
-the official ``train_m2f.py``, so the published yamls merge unchanged. Three keys are
-new: ``LAYER_SCALE`` and ``FROZEN_STAGES`` (the official adapter silently ignored both)
-and ``WITH_CP`` (gradient checkpointing), plus ``ALLOW_MISSING_WEIGHTS`` (see
+the official ``train_m2f.py``, so the published yamls merge unchanged. Four keys are
+new: ``LAYER_SCALE`` and ``FROZEN_STAGES`` (the official adapter silently ignored both),
+``WITH_CP`` (gradient checkpointing) and ``ALLOW_MISSING_WEIGHTS`` (see
 :class:`~nattk.mask2former.backbone_mixin.D2BackboneMixin`).
 
 OneFormer declares its DiNAT keys under ``cfg.MODEL.DiNAT`` (mixed case; yacs keys are
@@ -18,6 +18,7 @@ nodes are created with ``type(cfg)()``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from nattk.backbones.nat import NAT, DiNAT, DiNATs
@@ -59,6 +60,26 @@ TOOLKIT_KEYS: dict[str, Any] = {
 #: The patch size of the core's tokenizer (two stride-2 convolutions); OneFormer declares
 #: it as ``IN_PATCH_SIZE`` (and ignores it).
 PATCH_SIZE = 4
+
+#: The config key (under the family's node) behind each name the core's errors use: its
+#: constructor's arguments, and ``dim``/``dilation`` of the attention layers they build.
+PARAMETER_KEYS = {
+    "embed_dim": "EMBED_DIM",
+    "dim": "EMBED_DIM",
+    "depths": "DEPTHS",
+    "num_heads": "NUM_HEADS",
+    "kernel_size": "KERNEL_SIZE",
+    "dilations": "DILATIONS",
+    "dilation": "DILATIONS",
+    "mlp_ratio": "MLP_RATIO",
+    "layer_scale": "LAYER_SCALE",
+    "out_indices": "OUT_FEATURES",
+    "frozen_stages": "FROZEN_STAGES",
+    "drop_rate": "DROP_RATE",
+    "attn_drop_rate": "ATTN_DROP_RATE",
+    "drop_path_rate": "DROP_PATH_RATE",
+    "qk_scale": "QK_SCALE",
+}
 
 
 def _add_config(cfg, family: str) -> None:
@@ -137,8 +158,12 @@ def family_node(cfg, family: str) -> tuple[str, Any]:
     return f"MODEL.{declared[0]}", cfg.MODEL[declared[0]]
 
 
-def out_indices_from_features(out_features) -> list[int]:
+def out_indices_from_features(out_features, name: str = "") -> list[int]:
     """Maps ``["res2", ..., "res5"]`` to level indices ``[0, ..., 3]``.
+
+    Args:
+        out_features: The ``OUT_FEATURES`` value.
+        name: The node's full name for the error message (e.g. ``MODEL.DINAT``).
 
     Raises:
         ValueError: Unknown or repeated names, or an empty list.
@@ -146,9 +171,8 @@ def out_indices_from_features(out_features) -> list[int]:
     names = list(out_features)
     unknown = [n for n in names if n not in FEATURE_NAMES]
     if unknown or not names or len(set(names)) != len(names):
-        raise ValueError(
-            f"OUT_FEATURES must be distinct names from {list(FEATURE_NAMES)}, got {names}"
-        )
+        key = f"{name}.OUT_FEATURES" if name else "OUT_FEATURES"
+        raise ValueError(f"{key} must be distinct names from {list(FEATURE_NAMES)}, got {names}")
     return sorted(FEATURE_NAMES.index(n) for n in names)
 
 
@@ -182,6 +206,23 @@ def _oneformer_keys(node, name: str, out_indices: list[int]) -> None:
         )
 
 
+def config_error(name: str, error: Exception) -> ValueError:
+    """``error`` of the core (or of its presets) restated with the config keys at fault.
+
+    Each name of :data:`PARAMETER_KEYS` in the message becomes ``<name>.<KEY>``, e.g.
+    ``MODEL.DINAT.DILATIONS: dilations must give one value per block: ...``; a message
+    naming none gets the node's name alone. Raise the result ``from error``.
+
+    Args:
+        name: The node's full name (``MODEL.DINAT``, OneFormer's ``MODEL.DiNAT``, ...).
+        error: What the core raised.
+    """
+    words = re.findall(r"[A-Za-z_]+", str(error))
+    keys = dict.fromkeys(PARAMETER_KEYS[word] for word in words if word in PARAMETER_KEYS)
+    where = ", ".join(f"{name}.{key}" for key in keys) or name
+    return ValueError(f"{where}: {error}")
+
+
 def backbone_kwargs(node, family: str, in_chans: int = 3, name: str = "") -> dict:
     """Core-constructor arguments from a family's config node.
 
@@ -199,18 +240,27 @@ def backbone_kwargs(node, family: str, in_chans: int = 3, name: str = "") -> dic
         Keyword arguments of :class:`~nattk.backbones.nat.NeighborhoodTransformer`.
 
     Raises:
-        ValueError: Unknown family, unset DiNAT dilations, bad ``OUT_FEATURES`` or a
-            OneFormer key the core cannot honour.
+        ValueError: Unknown family, unset DiNAT dilations, bad ``OUT_FEATURES``, a
+            OneFormer key the core cannot honour, or an unknown dilation preset or
+            unconvertible value (named by its key; see :func:`config_error`).
     """
     if family not in CONFIG_KEYS:
         raise ValueError(f"unknown backbone family {family!r}; choose from {list(CONFIG_KEYS)}")
     name = name or f"MODEL.{CONFIG_KEYS[family]}"
-    out_indices = out_indices_from_features(node.OUT_FEATURES)
+    out_indices = out_indices_from_features(node.OUT_FEATURES, name)
     _oneformer_keys(node, name, out_indices)
+    dilations = _dilations(node, family, name)
+    try:
+        return _core_kwargs(node, family, dilations, in_chans, out_indices)
+    except ValueError as error:  # a preset name or value the core's helpers refuse
+        raise config_error(name, error) from error
+
+
+def _core_kwargs(node, family: str, dilations, in_chans: int, out_indices: list[int]) -> dict:
     layer_scale = toolkit_option(node, "LAYER_SCALE")
     return variant_kwargs(
         family,
-        dilations=_dilations(node, family, name),
+        dilations=dilations,
         embed_dim=int(node.EMBED_DIM),
         depths=[int(d) for d in node.DEPTHS],
         num_heads=[int(h) for h in node.NUM_HEADS],

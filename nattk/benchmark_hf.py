@@ -41,6 +41,7 @@ import torch
 from nattk.backbones import create_model
 from nattk.backbones.attention import backend_report, resolve_backend
 from nattk.backbones.variants import dilation_preset
+from nattk.timing import turn_times_ms
 
 DEPTHS = [3, 4, 18, 5]
 GOAL = 0.10  # largest accepted HF/core - 1
@@ -97,15 +98,7 @@ def step_fn(model: torch.nn.Module, images: torch.Tensor, mode: str) -> Callable
 
 def median_ms(fns: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
     """Median wall time (ms) of each call, the calls taking turns within each repeat."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
+    times = turn_times_ms(fns, repeats, warmup)
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -106,6 +106,9 @@ def main(argv: Optional[list] = None) -> None:
 
     converted = convert(load_mmdet2(args.src, trust=args.trust))
     if args.config:
+        from nattk.openmmlab.cli import ignore_pkg_resources_warning
+
+        ignore_pkg_resources_warning()
         print(check_against_config(converted["state_dict"], args.config, args.allow_missing))
     dst = Path(args.dst)
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ produces (mean/std-normalised RGB, padded to its ``size_divisor``).
 
 from __future__ import annotations
 
-import inspect
 from typing import Optional
 
 import torch
@@ -21,8 +20,13 @@ from torch import nn
 from nattk.openmmlab.cli import framework_of
 
 
-class SegmentorLogits(nn.Module):
-    """Whole-image logits of an MMSegmentation ``EncoderDecoder`` (its ``encode_decode``)."""
+class ResizedSegmentorLogits(nn.Module):
+    """Whole-image logits of an MMSegmentation ``EncoderDecoder`` (its ``encode_decode``).
+
+    The decode head's logits resized to the input (``[B, classes, H, W]``, before
+    argmax); compare :class:`nattk.segmentation.complexity.DecodeHeadLogits`, the head's
+    output at its own resolution.
+    """
 
     def __init__(self, segmentor: nn.Module) -> None:
         super().__init__()
@@ -60,10 +64,12 @@ def build_exportable(config: str, checkpoint: Optional[str] = None, backbone_onl
     model = revert_sync_batchnorm(load_model(cfg, checkpoint, device="cpu")).eval()
     if backbone_only:
         return model.backbone, framework
-    head = model.decode_head
-    if len(inspect.signature(head.forward).parameters) != 1:
+    from nattk.segmentation.complexity import has_plain_decode_head
+
+    if not has_plain_decode_head(model):
         raise ValueError(
-            f"{type(head).__name__} needs data samples at inference; only plain decode heads "
-            "(UperNet, FPN, ...) export as a whole model. Pass --backbone for the backbone"
+            f"{type(model.decode_head).__name__} needs data samples at inference; only plain "
+            "decode heads (UperNet, FPN, ...) export as a whole model. Pass --backbone for the "
+            "backbone"
         )
-    return SegmentorLogits(model), framework
+    return ResizedSegmentorLogits(model), framework

@@ -28,21 +28,13 @@ import torch
 from nattk.backbones.export import export_program, smallest_unpadded_input, to_onnx
 from nattk.dev.onnx_runtime import max_abs_difference, onnxruntime_outputs, onnxruntime_session
 from nattk.export import build_exportable
+from nattk.openmmlab.cli import ignore_pkg_resources_warning
+from nattk.timing import median_ms
 
 
 def _pytorch(module, image):
     with torch.no_grad():
         return module(image)
-
-
-def _median_seconds(fn, arg, repeats: int) -> float:
-    fn(arg)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(arg)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def main(argv=None) -> int:
@@ -71,6 +63,7 @@ def main(argv=None) -> int:
         "--benchmark", type=int, default=0, metavar="N", help="time N runs of each (median)"
     )
     args = parser.parse_args(argv)
+    ignore_pkg_resources_warning()
     if args.check_shape and not args.dynamic:
         parser.error("--check-shape needs --dynamic (a fixed-shape file takes one size only)")
     if args.dynamic and not args.backbone:
@@ -95,9 +88,11 @@ def main(argv=None) -> int:
         worst = max(worst, diff)
         print(f"{shape[0]}x{shape[1]}: max |onnxruntime - pytorch| = {diff:.2e}")
         if args.benchmark:
-            t_torch = _median_seconds(partial(_pytorch, module), check, args.benchmark)
-            t_ort = _median_seconds(partial(onnxruntime_outputs, session), check, args.benchmark)
-            print(f"  latency: pytorch {t_torch * 1e3:.1f} ms, onnxruntime {t_ort * 1e3:.1f} ms")
+            t_torch = median_ms(partial(_pytorch, module, check), args.benchmark, warmup=1)
+            t_ort = median_ms(
+                partial(onnxruntime_outputs, session, check), args.benchmark, warmup=1
+            )
+            print(f"  latency: pytorch {t_torch:.1f} ms, onnxruntime {t_ort:.1f} ms")
     if worst > args.tolerance:
         print(f"FAILED: difference {worst:.2e} above --tolerance {args.tolerance:.0e}")
         return 1

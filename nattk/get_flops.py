@@ -66,10 +66,10 @@ def model_from_config(path: str) -> tuple[torch.nn.Module, torch.nn.Module | Non
     else:
         from mmseg.registry import MODELS
 
-        from nattk.segmentation.complexity import SegmentorLogits
+        from nattk.segmentation.complexity import DecodeHeadLogits
 
         model = MODELS.build(cfg.model)
-        traced = SegmentorLogits(model) if SegmentorLogits.supports(model) else None
+        traced = DecodeHeadLogits(model) if DecodeHeadLogits.supports(model) else None
     shape = tuple(cfg.get("flops_input_shape") or DEFAULT_SHAPES[framework])
     return model, traced, shape
 
@@ -95,6 +95,9 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     if args.model.endswith(".py"):
+        from nattk.openmmlab.cli import ignore_pkg_resources_warning
+
+        ignore_pkg_resources_warning()
         model, traced, shape = model_from_config(args.model)
         shape = tuple(args.shape or shape)
         params = sum(p.numel() for p in model.parameters())

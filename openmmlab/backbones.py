@@ -98,15 +98,15 @@ class _OpenMMLabMixin:
         return load_pretrained(self, state, allow_missing=allow_missing, log=logger, prefix=prefix)
 
 
-def openmmlab_backbone(core: type[NeighborhoodTransformer]) -> type:
-    """Returns ``core`` as an MMEngine ``BaseModule`` named like ``core``.
+def openmmlab_backbone(core_class: type[NeighborhoodTransformer]) -> type:
+    """Returns ``core_class`` as an MMEngine ``BaseModule`` named like ``core_class``.
 
-    The class accepts every argument of ``core`` plus ``arch`` (``'tiny'``, ``'large'``,
+    The class accepts every argument of ``core_class`` plus ``arch`` (``'tiny'``, ``'large'``,
     ...: fills ``embed_dim``, ``depths``, ``num_heads``, ``mlp_ratio`` and
     ``layer_scale``; explicit arguments win), ``dilations`` as a preset name (``'coco'``,
     ``'ade20k512'``, ...), ``init_cfg`` and the deprecated ``pretrained``.
     """
-    name = core.__name__
+    name = core_class.__name__
     doc = (
         f"{name} backbone for OpenMMLab frameworks (see ``nattk.backbones.{name}``).\n\n"
         "Args:\n"
@@ -119,7 +119,7 @@ def openmmlab_backbone(core: type[NeighborhoodTransformer]) -> type:
         "        ``layer_scale``, ``out_indices``, ``frozen_stages``, ``with_cp``, ...).\n"
     )
     namespace = {"__doc__": doc, "__module__": __name__}
-    return type(name, (_OpenMMLabMixin, core, BaseModule), namespace)
+    return type(name, (_OpenMMLabMixin, core_class, BaseModule), namespace)
 
 
 register_safetensors_loader()

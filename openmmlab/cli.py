@@ -14,13 +14,18 @@ import os.path as osp
 import warnings
 from typing import Optional, Sequence
 
-# Configs inheriting ``mmdet::``/``mmseg::`` bases make MMEngine import pkg_resources,
-# whose deprecation warning would otherwise open every run.
-warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config, DictAction
 
 FRAMEWORKS = ("mmdet", "mmseg")
+
+
+def ignore_pkg_resources_warning() -> None:
+    """Ignores setuptools' ``pkg_resources is deprecated`` warning (call it when a CLI runs).
+
+    Configs inheriting ``mmdet::``/``mmseg::`` bases make MMEngine import (and reload)
+    ``pkg_resources``, whose deprecation warning would otherwise open every run.
+    """
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

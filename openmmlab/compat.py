@@ -23,6 +23,10 @@ from typing import Iterator
 #: MMEngine's ``https://``/``http://`` ones, which the loader tries in reverse order.
 SAFETENSORS_SCHEMES = (r"(?!.*://).*\.safetensors$", r"https?://(?=.*\.safetensors$)")
 
+#: MMEngine versions whose private FLOP-handle table :func:`register_na_flop_handles` was
+#: tested with (the toolkit pins mmengine 0.10.7).
+TESTED_MMENGINE = "0.10.x"
+
 
 def mmengine_checkpoint_globals() -> list:
     """The globals an MMEngine training checkpoint contains besides tensors.
@@ -73,12 +77,26 @@ def register_na_flop_handles() -> None:
     MMEngine builds every analyzer from its table of default op handles; adding the
     toolkit's neighborhood-attention handles there (idempotent) is what lets a plain
     ``get_model_complexity_info(model, input_shape)`` report the published FLOPs.
+
+    Raises:
+        RuntimeError: MMEngine lacks that (private) table: a version this was not tested with.
     """
+    import mmengine
     from mmengine.analysis import complexity_analysis
 
     from nattk.backbones.flops import NA_FLOP_HANDLES
 
-    complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS.update(NA_FLOP_HANDLES)
+    # MMEngine has no public way to extend the defaults that get_model_complexity_info's
+    # internal FlopAnalyzer uses, so the private table is edited (checked first).
+    table = getattr(complexity_analysis, "_DEFAULT_SUPPORTED_FLOP_OPS", None)
+    if not isinstance(table, dict):
+        raise RuntimeError(
+            f"mmengine {mmengine.__version__} lacks the private dict "
+            "mmengine.analysis.complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS that "
+            f"register_na_flop_handles extends (tested with mmengine {TESTED_MMENGINE}); "
+            "count with FlopAnalyzer(model, inputs).set_op_handle(**NA_FLOP_HANDLES) instead"
+        )
+    table.update(NA_FLOP_HANDLES)
 
 
 def load_from_safetensors(filename: str, map_location=None) -> dict:

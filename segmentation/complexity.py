@@ -12,8 +12,22 @@ import torch
 from torch import nn
 
 
-class SegmentorLogits(nn.Module):
+def has_plain_decode_head(segmentor: nn.Module) -> bool:
+    """Whether the segmentor's decode head is a plain ``head(features)``.
+
+    Query-based heads (Mask2Former) need data samples: they neither trace as
+    :class:`DecodeHeadLogits` (their published FLOPs were counted by Detectron2's tool,
+    a convention not reproduced here) nor export as a whole model.
+    """
+    return len(inspect.signature(segmentor.decode_head.forward).parameters) == 1
+
+
+class DecodeHeadLogits(nn.Module):
     """Wraps a segmentor so that ``forward(images)`` is MMSegmentation 0.x's ``forward_dummy``.
+
+    The output is the decode head's logits at the head's resolution (stride 4 for
+    UperNet), not resized to the input; compare
+    :class:`nattk.export.ResizedSegmentorLogits`.
 
     Args:
         segmentor: An MMSegmentation ``EncoderDecoder`` whose decode head takes features
@@ -26,12 +40,8 @@ class SegmentorLogits(nn.Module):
 
     @staticmethod
     def supports(segmentor: nn.Module) -> bool:
-        """Whether the decode head is a plain ``head(features)``.
-
-        Query-based heads (Mask2Former) need data samples; their published FLOPs were
-        counted by Detectron2's tool, a convention not reproduced here.
-        """
-        return len(inspect.signature(segmentor.decode_head.forward).parameters) == 1
+        """Whether the decode head is a plain ``head(features)`` (:func:`has_plain_decode_head`)."""
+        return has_plain_decode_head(segmentor)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Decode-head logits of ``images``."""

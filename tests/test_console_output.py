@@ -117,6 +117,20 @@ def test_only_the_known_harmless_warnings_are_ignored():
     ]
 
 
+def test_importing_the_cli_module_leaves_the_warning_filters_alone():
+    """The pkg_resources filter is installed when a CLI runs, not as an import side effect."""
+    code = (
+        "import warnings\n"
+        "import mmengine.config, nattk.openmmlab\n"  # what cli imports installs its own
+        "before = list(warnings.filters)\n"
+        "from nattk.openmmlab import cli\n"
+        "assert warnings.filters == before, warnings.filters[:3]\n"
+        "cli.ignore_pkg_resources_warning()\n"
+        "assert warnings.filters[0][1].pattern == 'pkg_resources is deprecated'\n"
+    )
+    subprocess.run([sys.executable, "-W", "default", "-c", code], check=True, timeout=120)
+
+
 def test_build_runner_demotes_noisy_records(tmp_path):
     from mmengine.config import Config
 

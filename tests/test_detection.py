@@ -248,12 +248,8 @@ def test_mmdet2_checkpoint_converts_and_loads(tmp_path):
 
 
 def test_test_tool_rejects_mask_tta_with_a_clear_error():
-    import importlib.util
+    from nattk import test as test_tool  # what tools/test.py runs
 
-    # Loaded by path: "test" would otherwise resolve to Python's own test package.
-    spec = importlib.util.spec_from_file_location("test_tool", REPO / "tools" / "test.py")
-    test_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_tool)
     cfg = Config.fromfile(CONFIG_DIR / "nat" / "mask-rcnn_nat-m_fpn_amp-ms-crop-3x_coco.py")
     with pytest.raises(ValueError, match="cannot merge the instance masks"):
         test_tool.enable_tta(cfg, "mmdet")
@@ -261,3 +257,27 @@ def test_test_tool_rejects_mask_tta_with_a_clear_error():
     test_tool.enable_tta(cfg, "mmdet")
     assert cfg.model.type == "DetTTAModel" and cfg.model.module.type == "MaskRCNN"
     assert cfg.test_dataloader.dataset.pipeline[-1].type == "TestTimeAug"
+
+
+def test_demo_loads_a_detector_checkpoint_without_meta_with_the_configs_classes(tmp_path):
+    """A ``{'state_dict': ...}`` file: class names from the config, not MMDetection's COCO ones."""
+    import cv2
+    import numpy as np
+
+    from nattk import demo
+    from nattk.inference import load_model
+
+    config = REPO / "configs/quickstart/mask-rcnn_dinat-toy_fpn_toy-coco.py"
+    state = load_model(config).state_dict()
+    checkpoint = tmp_path / "weights.pth"
+    torch.save({"state_dict": state}, checkpoint)
+
+    model = load_model(config, checkpoint)
+    assert model.dataset_meta["classes"] == ("square", "disk")
+    key = "roi_head.mask_head.conv_logits.weight"
+    torch.testing.assert_close(model.state_dict()[key], state[key])
+
+    image, out = tmp_path / "image.jpg", tmp_path / "overlay.png"
+    cv2.imwrite(str(image), np.full((48, 64, 3), 127, dtype=np.uint8))
+    assert demo.main([str(image), str(config), str(checkpoint), "--out", str(out)]) == out
+    assert out.read_bytes()[:4] == b"\x89PNG"

@@ -73,6 +73,16 @@ def test_get_model_complexity_info_counts_na_after_registration():
     assert abs(info["flops"] / 1e9 - 2.7) / 2.7 < 0.02
 
 
+def test_na_flop_registration_names_the_missing_private_table(monkeypatch):
+    from mmengine.analysis import complexity_analysis
+
+    from nattk.openmmlab.compat import register_na_flop_handles
+
+    monkeypatch.delattr(complexity_analysis, "_DEFAULT_SUPPORTED_FLOP_OPS")
+    with pytest.raises(RuntimeError, match=r"_DEFAULT_SUPPORTED_FLOP_OPS .*tested with mmengine"):
+        register_na_flop_handles()
+
+
 def test_fvcore_counts_the_same_flops_with_the_handles():
     fvcore_nn = pytest.importorskip("fvcore.nn", reason="fvcore not installed")
     from nattk.backbones.flops import NA_FLOP_HANDLES

@@ -15,13 +15,14 @@ import torch
 import yaml
 from yacs.config import CfgNode
 
-from nattk.backbones import DiNAT, DiNATs, create_model, dilation_preset
+from nattk.backbones import NAT, DiNAT, DiNATs, create_model, dilation_preset
 from nattk.mask2former.backbone_mixin import D2BackboneMixin
 from nattk.mask2former.config import (
     CONFIG_KEYS,
     add_dinat_config,
     add_nattk_config,
     backbone_kwargs,
+    config_error,
     out_indices_from_features,
 )
 from nattk.mask2former.upstream import (
@@ -56,6 +57,10 @@ class _ProbeDiNAT(D2BackboneMixin, DiNAT):
 
 
 class _ProbeDiNATs(D2BackboneMixin, DiNATs):
+    pass
+
+
+class _ProbeNAT(D2BackboneMixin, NAT):
     pass
 
 
@@ -163,14 +168,41 @@ def test_mixin_serves_dinat_s_from_its_own_keys():
     "overrides, message",
     [
         (dict(DILATIONS=None), "MODEL.DINAT.DILATIONS is not set"),
-        (dict(DILATIONS="nope"), "unknown dilation preset"),
-        (dict(OUT_FEATURES=["res1"]), "OUT_FEATURES"),
-        (dict(DILATIONS=[[1], [1], [1], [1]]), "dilations must give one value per block"),
+        (dict(DILATIONS="nope"), "MODEL.DINAT.DILATIONS: unknown dilation preset"),
+        (dict(OUT_FEATURES=["res1"]), "MODEL.DINAT.OUT_FEATURES must be distinct names"),
+        (
+            dict(DILATIONS=[[1], [1], [1], [1]]),
+            r"^MODEL\.DINAT\.DILATIONS: dilations must give one value per block: "
+            r"expected lengths \[1, 1, 2, 1\], got \[1, 1, 1, 1\]$",
+        ),
+        (dict(DILATIONS=[[0], [1], [1, 2], [1]]), "MODEL.DINAT.DILATIONS: dilations must be"),
+        (dict(NUM_HEADS=[1, 2, 4]), "MODEL.DINAT.NUM_HEADS, MODEL.DINAT.DEPTHS: num_heads"),
+        (dict(KERNEL_SIZE=4), "MODEL.DINAT.KERNEL_SIZE: .*odd kernel_size"),
+        (dict(FROZEN_STAGES=9), "MODEL.DINAT.FROZEN_STAGES: frozen_stages must be"),
+        (dict(NUM_HEADS=[3, 2, 4, 8]), "MODEL.DINAT.EMBED_DIM, MODEL.DINAT.NUM_HEADS: dim"),
     ],
 )
 def test_bad_config_values_fail_with_the_key_named(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as raised:
         _ProbeDiNAT(_cfg(**overrides), None)
+    assert "MODEL.DINAT" in str(raised.value)
+
+
+@pytest.mark.parametrize("family", ["nat", "dinat", "dinat_s"])
+def test_core_errors_name_the_key_of_each_family(family):
+    probe = {"nat": _ProbeNAT, "dinat": _ProbeDiNAT, "dinat_s": _ProbeDiNATs}[family]
+    key = f"MODEL.{CONFIG_KEYS[family]}"
+    with pytest.raises(ValueError, match=rf"^{key}\.NUM_HEADS, {key}\.DEPTHS: ") as raised:
+        probe(_cfg(family, NUM_HEADS=[1, 2, 4]), None)
+    assert isinstance(raised.value.__cause__, ValueError)  # the core's own error, chained
+    if family != "nat":
+        with pytest.raises(ValueError, match=rf"^{key}\.DILATIONS: dilations must give one"):
+            probe(_cfg(family, DILATIONS=[[1], [1], [1, 2], [1, 1]]), None)
+
+
+def test_config_error_falls_back_to_the_node_name():
+    error = config_error("MODEL.DiNAT", ValueError("something else"))
+    assert str(error) == "MODEL.DiNAT: something else"
 
 
 def test_out_indices_from_features_sorts_and_rejects_duplicates():

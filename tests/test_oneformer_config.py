@@ -138,6 +138,9 @@ def test_a_config_with_neither_namespace_names_both():
         (dict(OUT_INDICES=(0, 1, 2, 3), OUT_FEATURES=["res4", "res5"]), "OUT_INDICES .* different levels"),
         (dict(IN_PATCH_SIZE=8), "MODEL.DiNAT.IN_PATCH_SIZE is 8"),
         (dict(DILATIONS=None), "MODEL.DiNAT.DILATIONS is not set"),
+        (dict(DILATIONS=[[2], [1], [1, 2], [1, 1]]), r"^MODEL\.DiNAT\.DILATIONS: dilations must give one value per block"),
+        (dict(DILATIONS="nope"), r"^MODEL\.DiNAT\.DILATIONS: unknown dilation preset"),
+        (dict(NUM_HEADS=[1, 2, 4]), r"^MODEL\.DiNAT\.NUM_HEADS, MODEL\.DiNAT\.DEPTHS: num_heads"),
     ],
 )  # fmt: skip
 def test_oneformer_keys_the_core_cannot_honour_are_refused(values, message):

@@ -159,7 +159,7 @@ def test_upernet_trains_tests_and_runs_tta(tmp_path):
 
 @pytest.mark.slow
 def test_flagship_command_runs_on_cpu_with_shrinking_options(tmp_path):
-    """The README's command: the real DiNAT-L config, shrunk only through --cfg-options."""
+    """docs/openmmlab.md's command: the real DiNAT-L config, shrunk only through --cfg-options."""
     data = make_toy_ade20k(tmp_path / "ade", num_train=2, num_val=1)
     options = (REPO / "configs" / "cpu_smoke_options.txt").read_text().split()
     options = [o.replace("data/ade/ADEChallengeData2016", str(data)) for o in options]
@@ -270,3 +270,79 @@ def test_mmseg0_checkpoint_converts_and_loads(tmp_path):
     torch.save(legacy, old)
     with pytest.raises(ValueError, match="1 model tensors missing"):
         converter.main([str(old), str(new), "--config", config])
+
+
+def _toy_image(path: Path) -> Path:
+    import cv2
+    import numpy as np
+
+    image = np.zeros((48, 64, 3), dtype=np.uint8)
+    image[8:32, 16:40] = 200
+    cv2.imwrite(str(path), image)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["state_dict", "bare"])
+def test_demo_and_export_load_a_checkpoint_without_meta(layout, tmp_path):
+    """``{'state_dict': ...}`` from a user's loop, or a bare state dict (was KeyError 'meta')."""
+    from nattk import demo
+    from nattk.export import build_exportable
+    from nattk.inference import load_model
+
+    config = REPO / "configs/quickstart/upernet_dinat-toy_toy-ade20k.py"
+    source = load_model(config)
+    state = source.state_dict()
+    checkpoint = tmp_path / "weights.pth"
+    torch.save({"state_dict": state} if layout == "state_dict" else state, checkpoint)
+
+    model = load_model(config, checkpoint)
+    assert model.dataset_meta["classes"] == ("background", "square", "disk")  # the config's
+    assert model.dataset_meta["palette"][1] == [230, 25, 75]
+    key = "decode_head.fpn_bottleneck.conv.weight"
+    torch.testing.assert_close(model.state_dict()[key], state[key])
+
+    exportable, framework = build_exportable(str(config), str(checkpoint))  # tools/export_onnx.py
+    assert framework == "mmseg" and type(exportable).__name__ == "ResizedSegmentorLogits"
+    torch.testing.assert_close(exportable.segmentor.state_dict()[key], state[key])
+
+    out = tmp_path / "overlay.png"
+    image = _toy_image(tmp_path / "image.jpg")
+    assert demo.main([str(image), str(config), str(checkpoint), "--out", str(out)]) == out
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_checkpoint_meta_wins_and_missing_class_names_are_named(tmp_path):
+    from nattk.inference import load_model
+
+    config = Config.fromfile(REPO / "configs/quickstart/upernet_dinat-toy_toy-ade20k.py")
+    state = load_model(config.copy()).state_dict()
+    checkpoint = tmp_path / "weights.pth"
+    meta = {"dataset_meta": {"classes": ("a", "b", "c"), "palette": [[1, 1, 1]] * 3}}
+    torch.save({"state_dict": state, "meta": meta}, checkpoint)
+    assert load_model(config.copy(), checkpoint).dataset_meta["classes"] == ("a", "b", "c")
+
+    torch.save({"state_dict": state}, checkpoint)
+    config.pop("test_dataloader")
+    with pytest.raises(ValueError, match=r"no meta\['dataset_meta'\].*no test_dataloader"):
+        load_model(config, checkpoint)
+
+
+def test_decode_head_and_resized_logits_share_one_plain_head_check():
+    """get_flops traces the head's own output; export_onnx the logits resized to the input."""
+    from nattk.export import ResizedSegmentorLogits
+    from nattk.inference import load_model
+    from nattk.segmentation.complexity import DecodeHeadLogits, has_plain_decode_head
+
+    model = load_model(REPO / "configs/quickstart/upernet_dinat-toy_toy-ade20k.py")
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert DecodeHeadLogits(model)(images).shape == (1, 3, 16, 24)  # stride 4
+        assert ResizedSegmentorLogits(model)(images).shape == (1, 3, 64, 96)
+    assert has_plain_decode_head(model) and DecodeHeadLogits.supports(model)
+
+    class QueryHead(torch.nn.Module):  # Mask2Former's signature
+        def forward(self, x, batch_data_samples):
+            raise AssertionError("not called")
+
+    model.decode_head = QueryHead()
+    assert not has_plain_decode_head(model) and not DecodeHeadLogits.supports(model)

@@ -22,7 +22,7 @@ import argparse
 import fnmatch
 import json
 import platform
-import time
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -32,6 +32,7 @@ from benchmark_attention import git_commit
 
 from nattk.backbones.attention import NeighborhoodAttention2D
 from nattk.backbones.variants import create_model
+from nattk.timing import call_times_ms, synchronize
 
 # (model, input size, dilation preset); the L models also at 640x640 (ADE20K).
 DEFAULT_RUNS = [
@@ -92,11 +93,6 @@ def set_backend(model: torch.nn.Module, backend: str) -> None:
             module.backend = backend
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(model, size, batch, device, dtype, iters: int, warmup: int) -> tuple[float, float]:
     """``(ms per forward+backward, peak MB)`` of one training step on random images."""
     model.to(device).train()
@@ -112,14 +108,10 @@ def measure(model, size, batch, device, dtype, iters: int, warmup: int) -> tuple
 
     for _ in range(warmup):
         step()
-    _sync(device)
-    if device.type == "cuda":
+    synchronize(device)
+    if device.type == "cuda":  # the peak of the timed steps, not of the warm-up's autotuning
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    _sync(device)
-    ms = (time.perf_counter() - start) * 1e3 / iters
+    ms = statistics.fmean(call_times_ms(step, iters, device=device))
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return ms, peak
 

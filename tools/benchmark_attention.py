@@ -49,8 +49,6 @@ import gc
 import json
 import os
 import platform
-import statistics
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +58,7 @@ import torch
 
 from nattk.backbones.attention import neighborhood_attention_2d
 from nattk.backbones.attention.indices import grid_indices
+from nattk.timing import median_ms
 
 
 @dataclass(frozen=True)
@@ -317,33 +316,18 @@ def _neighborhood_mask(shape: Shape, device, dtype):
 
 
 # --------------------------------------------------------------------------- timing
-def _median_ms(
-    fn: Callable[[], None], repeats: int, sync: Callable[[], None], min_time: float = 1.0
-) -> float:
+def _median_ms(fn: Callable[[], None], repeats: int, device, min_time: float = 1.0) -> float:
     """Median time of ``fn`` in ms.
 
-    On CUDA (``sync`` is ``torch.cuda.synchronize``) Triton's ``do_bench`` (CUDA events,
-    L2 flushed between runs; present in Triton 3.6 and 3.7); elsewhere wall time, short
+    On CUDA Triton's ``do_bench`` (CUDA events, L2 flushed between runs; present in
+    Triton 3.6 and 3.7); elsewhere wall time (:func:`nattk.timing.median_ms`), short
     calls repeated until ``min_time`` seconds are covered.
     """
-    if sync is torch.cuda.synchronize:
+    if device.type == "cuda":
         from triton.testing import do_bench
 
         return float(do_bench(fn, warmup=10, rep=max(50, 20 * repeats), return_mode="median"))
-    fn()
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    single = time.perf_counter() - start
-    repeats = max(repeats, min(1000, int(min_time / max(single, 1e-6))))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return median_ms(fn, repeats, warmup=1, device=device, min_time=min_time)
 
 
 def measure(
@@ -355,7 +339,6 @@ def measure(
         torch.randn(dims, device=device, dtype=dtype, requires_grad=backward) for _ in range(3)
     ]
     fn = make_fn(*inputs)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     result = Result(
         shape.name, f"{shape.batch}x{shape.height}x{shape.width}", shape.dilation, method
     )
@@ -364,7 +347,7 @@ def measure(
         with torch.no_grad():
             fn()
 
-    result.fwd_ms = _median_ms(forward, repeats, sync)
+    result.fwd_ms = _median_ms(forward, repeats, device)
     if backward:
         grad = torch.randn(dims, device=device, dtype=dtype)
 
@@ -373,7 +356,7 @@ def measure(
                 t.grad = None
             fn().backward(grad)
 
-        result.fwd_bwd_ms = _median_ms(fwd_bwd, repeats, sync)
+        result.fwd_bwd_ms = _median_ms(fwd_bwd, repeats, device)
         peak = _cuda_peak_extra_mb if device.type == "cuda" else _cpu_peak_extra_mb
         result.peak_extra_mb = peak(fwd_bwd)
     return result
@@ -540,8 +523,7 @@ def run_shape_gpu(shape: Shape, args, device, dtype) -> list[Result]:
 def matmul_ceiling_tflops(device, dtype=torch.bfloat16, size: int = 8192) -> float:
     """Measured TFLOP/s of one ``size``-cubed matrix product on random data (the ceiling)."""
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    ms = _median_ms(lambda: a @ b, 5, sync)
+    ms = _median_ms(lambda: a @ b, 5, device)
     return 2 * size**3 / (ms * 1e-3) / 1e12
 
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
 
 from nattk.backbones import create_model
+from nattk.timing import call_times_ms, median_ms
 
 
 def _step(model, run, x, dtype=None) -> list[torch.Tensor]:
@@ -29,15 +28,6 @@ def _step(model, run, x, dtype=None) -> list[torch.Tensor]:
         features = run(x)
     sum(f.float().square().mean() for f in features).backward()
     return [f.detach() for f in features]
-
-
-def _median(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None) -> None:
@@ -64,8 +54,8 @@ def main(argv=None) -> None:
         f"{torch.get_num_threads()} threads), torch {torch.__version__}, autocast {args.autocast}"
     )
     expected = _step(model, model, x, dtype)  # also the warm-up (index tables, allocator)
-    eager = _median(lambda: _step(model, model, x, dtype), args.repeats)
-    print(f"eager fwd+bwd              {eager * 1e3:9.1f} ms")
+    eager = median_ms(lambda: _step(model, model, x, dtype), args.repeats, device=x.device)
+    print(f"eager fwd+bwd              {eager:9.1f} ms")
     if dtype is not None:
         reference = _step(model, model, x)
         error = max(
@@ -77,15 +67,13 @@ def main(argv=None) -> None:
         return
 
     compiled = torch.compile(model, backend=args.backend, fullgraph=True)
-    start = time.perf_counter()
-    _step(model, compiled, x, dtype)
-    first = time.perf_counter() - start
-    steady = _median(lambda: _step(model, compiled, x, dtype), args.repeats)
+    (first,) = call_times_ms(lambda: _step(model, compiled, x, dtype), 1, device=x.device)
+    steady = median_ms(lambda: _step(model, compiled, x, dtype), args.repeats, device=x.device)
 
     features = _step(model, compiled, x, dtype)
     difference = max((a.float() - b.float()).abs().max().item() for a, b in zip(expected, features))
-    print(f"compiled first call        {first:9.1f} s   (compile + one fwd+bwd)")
-    print(f"compiled fwd+bwd           {steady * 1e3:9.1f} ms   ({eager / steady:.2f}x eager)")
+    print(f"compiled first call        {first / 1e3:9.1f} s   (compile + one fwd+bwd)")
+    print(f"compiled fwd+bwd           {steady:9.1f} ms   ({eager / steady:.2f}x eager)")
     print(f"max |compiled - eager|     {difference:9.2e}   (forward features)")
 
 

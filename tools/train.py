@@ -16,6 +16,7 @@ from nattk.openmmlab.cli import (
     add_common_args,
     build_runner,
     end_distributed,
+    ignore_pkg_resources_warning,
     load_config,
     parse,
 )
@@ -45,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
+    ignore_pkg_resources_warning()
     args = parse_args(argv)
     cfg = load_config(args)
     if args.amp:

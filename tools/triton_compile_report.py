@@ -35,9 +35,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)
 
-    from nattk.dev import triton_aot
     from nattk.backbones.attention.triton_backend import _block_dim
     from nattk.backbones.attention.triton_tiling import shared_memory_bound
+    from nattk.dev import triton_aot
 
     specs = [
         s
