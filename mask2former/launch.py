@@ -37,7 +37,7 @@ def _require_detectron2() -> None:
     except ImportError as error:
         raise SystemExit(
             f"this launcher needs detectron2 ({error}); it is not on PyPI: build it from "
-            "source as described in README.md, section 'Mask2Former on Detectron2'"
+            "source as described in docs/detectron2_mask2former.md"
         ) from error
 
 

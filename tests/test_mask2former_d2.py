@@ -1,8 +1,8 @@
 """Detectron2 half of the Mask2Former adapter: real detectron2 + an upstream Mask2Former checkout.
 
 Skipped where detectron2 is not installed (it is not on PyPI, so CI has none) or no
-Mask2Former checkout is found (``$MASK2FORMER_ROOT`` or ``../Mask2Former``); README.md,
-section "Mask2Former on Detectron2", says how to set both up.
+Mask2Former checkout is found (``$MASK2FORMER_ROOT`` or ``../Mask2Former``);
+docs/detectron2_mask2former.md, section "Install", says how to set both up.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Skipped where detectron2 is not installed (it is not on PyPI, so CI has none), no
 OneFormer checkout is found (``$ONEFORMER_ROOT`` or ``../OneFormer``) or OneFormer's own
-imports are missing (``pip install -e ".[oneformer]"``); README.md, section "OneFormer on
-Detectron2", says how to set them up. Nothing of OneFormer is modified or copied: its
+imports are missing (``pip install -e ".[oneformer]"``); docs/oneformer.md, section
+"Install", says how to set them up. Nothing of OneFormer is modified or copied: its
 ``setup``, ``Trainer``, dataset registration and DiNAT class are imported from the checkout.
 """
 

@@ -431,7 +431,7 @@ def test_useful_work_is_at_least_a_quarter_on_every_published_layer():
 # --------------------------------------------------------------------------- ahead of time
 #: Forward non-MMA warp-instructions per in-window pair (COCO stage 1) of the kernels
 #: before specialisation (commit a9b1a7b), sm_90, fp16/bf16, head dim 32, by kernel
-#: size: measured with the same counter (docs/benchmarks.md, "SASS before").
+#: size: measured with the same counter (docs/benchmarks.md, "sm_90, commit a9b1a7b").
 FORWARD_NON_MMA_BEFORE = {7: 12.02, 11: 5.57}
 
 

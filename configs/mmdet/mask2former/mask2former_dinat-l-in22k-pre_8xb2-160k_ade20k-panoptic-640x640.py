@@ -44,7 +44,7 @@ train_pipeline = [
         scales=[(2560, int(x * 0.1 * 640)) for x in range(5, 21)],
         keep_ratio=True),
     # Upstream's panoptic mapper keeps every segment, with an empty mask when the crop
-    # misses it: things are kept so (stuff: see the Differences section).
+    # misses it: things are kept so (stuff: see docs/recipe_differences.md).
     dict(type='RandomCropKeepEmpty', crop_size=image_size, crop_type='absolute'),
     dict(type='ColorAugSSD'),  # Detectron2's ColorAugSSDTransform (COLOR_AUG_SSD)
     dict(type='RandomFlip', prob=0.5),
@@ -87,7 +87,7 @@ val_evaluator = [
         metric=['bbox', 'segm'],
         backend_args={{_base_.backend_args}}),
     # mIoU of the semantic output against the panoptic PNGs' semantic map (see the
-    # "Differences" section of configs/mmdet/README.md).
+    # "Remaining differences" in docs/recipe_differences.md).
     dict(type='SemSegMetric', iou_metrics=['mIoU']),
 ]
 test_evaluator = val_evaluator

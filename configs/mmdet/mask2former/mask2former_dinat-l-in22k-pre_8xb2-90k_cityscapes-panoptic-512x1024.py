@@ -44,7 +44,7 @@ train_pipeline = [
         scales=[(4096, int(x * 0.1 * 1024)) for x in range(5, 21)],
         keep_ratio=True),
     # Upstream's panoptic mapper keeps every segment, with an empty mask when the crop
-    # misses it: things are kept so (stuff: see the Differences section).
+    # misses it: things are kept so (stuff: see docs/recipe_differences.md).
     dict(type='RandomCropKeepEmpty', crop_size=crop_size[::-1], crop_type='absolute'),
     dict(type='ColorAugSSD'),  # Detectron2's ColorAugSSDTransform (COLOR_AUG_SSD)
     dict(type='RandomFlip', prob=0.5),

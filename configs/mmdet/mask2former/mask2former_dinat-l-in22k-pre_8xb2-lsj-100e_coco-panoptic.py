@@ -51,8 +51,8 @@ val_evaluator = [
 test_evaluator = val_evaluator
 
 # LSJ as the base, with upstream's crop: its panoptic mapper keeps every segment, with an
-# empty mask when the crop misses it; things are kept so (stuff: see the Differences
-# section of configs/mmdet/README.md).
+# empty mask when the crop misses it; things are kept so (stuff: see
+# docs/recipe_differences.md).
 train_pipeline = [
     dict(type='LoadImageFromFile', to_float32=True, backend_args={{_base_.backend_args}}),
     dict(
