@@ -198,6 +198,42 @@ def test_qkv_views_odd_maps_and_one_by_one_windows_fp64(case, backend):
         assert torch.allclose(got[1], ref[3], atol=1e-10, rtol=0)
 
 
+# fp32 with head dims the C++ kernels specialise (vector paths for multiples of 16):
+# windows of 1, 9, 25, 49 and 121 keys cover the batches of 16 dot products, the
+# masked tail and the scalar tail; 24 takes the portable path.
+VECTOR_CASES = [
+    dict(dim=16, kernel=(1, 1), dilation=(1, 1), height=5, width=6),
+    dict(dim=32, kernel=(3, 3), dilation=(2, 1), height=9, width=7),
+    dict(dim=48, kernel=(5, 5), dilation=(1, 2), height=8, width=13),
+    dict(dim=64, kernel=(7, 7), dilation=(2, 2), height=17, width=15),
+    dict(dim=32, kernel=(11, 11), dilation=(1, 1), height=13, width=14),
+    dict(dim=24, kernel=(7, 7), dilation=(1, 3), height=9, width=23),
+]
+
+
+@pytest.mark.skipif(not HAS_CPU_EXT, reason="C++ CPU extension not built")
+@pytest.mark.parametrize("case", VECTOR_CASES, ids=lambda c: f"D{c['dim']}k{c['kernel'][0]}")
+def test_cpu_fp32_head_dim_paths_match_fp64_on_qkv_views(case):
+    gen = torch.Generator().manual_seed(5)
+    shape = (2, case["height"], case["width"], 3, 2, case["dim"])
+    qkv = torch.randn(shape, generator=gen, dtype=torch.float64)
+    kr, kc = case["kernel"]
+    rpb = torch.randn(2, 2 * kr - 1, 2 * kc - 1, generator=gen, dtype=torch.float64)
+    grad = torch.randn(shape[:3] + shape[4:], generator=gen, dtype=torch.float64)
+    results = {}
+    for dtype, backend in ((torch.float64, "torch"), (torch.float32, "cpu")):
+        leaf = qkv.to(dtype, copy=True).requires_grad_(True)
+        bias = rpb.to(dtype, copy=True).requires_grad_(True)
+        out = neighborhood_attention_2d(*leaf.unbind(3), case["kernel"], case["dilation"], bias,
+                                        backend=backend)  # fmt: skip
+        out.backward(grad.to(dtype))
+        results[dtype] = (out.detach(), leaf.grad, bias.grad)
+    for got, expected in zip(results[torch.float32], results[torch.float64]):
+        assert torch.allclose(got.double(), expected, atol=2e-5, rtol=1e-4), (
+            (got.double() - expected).abs().max()
+        )
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_torch_backend_low_precision_close_to_fp64(dtype):
     case = FIXED_CASES[2]

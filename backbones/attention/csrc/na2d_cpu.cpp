@@ -21,7 +21,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -137,6 +142,148 @@ inline void axpy_list(const T* w, const T* const* x, int64_t count, T* acc, int6
     for (int64_t d = 0; d < len; ++d) acc[d] += w0 * x0[d] + w1 * x1[d] + w2 * x2[d] + w3 * x3[d];
   }
   for (; c < count; ++c) axpy<DIM>(w[c], x[c], acc, len);
+}
+
+// ---------------------------------------------------------------- row primitives
+// The fused kernels work on lists of row pointers (a window's keys or values, or the
+// queries of a key's inverse neighborhood): out[c] = x . rows[c] and
+// out = sum_c w[c] rows[c]. The AVX-512 versions (float, head dim a multiple of 16)
+// keep 16 dot products in flight and reduce them together with one transpose tree,
+// and split the weighted sum over four independent accumulators, so neither waits
+// on the latency of one FMA chain; the portable versions serve everything else.
+
+#if defined(__AVX512F__)
+// Lane c of the result is the sum of the 16 lanes of v[c].
+inline __m512 transpose_sum16(const __m512* v) {
+  __m512 t[8], u[4];
+  for (int i = 0; i < 8; ++i)  // per 128-bit chunk: [a0+a2, b0+b2, a1+a3, b1+b3]
+    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)  // per chunk: the chunk sums of v[4i..4i+3]
+    u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  // Add the four chunks, leaving v[4i+m]'s total in lane 4i+m.
+  const __m512 y01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 y23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(y01, y23, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(y01, y23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Dot products of x with rows[0..n), n <= 16, written to out[0..n).
+template <int DIM>
+inline void dots16(const __m512* x, const float* const* rows, int64_t n, float* out) {
+  constexpr int C = DIM / 16;
+  __m512 acc[16];
+  for (int r = 0; r < 16; ++r) {
+    if (r < n) {
+      const float* y = rows[r];
+      __m512 a = _mm512_mul_ps(x[0], _mm512_loadu_ps(y));
+      for (int c = 1; c < C; ++c) a = _mm512_fmadd_ps(x[c], _mm512_loadu_ps(y + 16 * c), a);
+      acc[r] = a;
+    } else {
+      acc[r] = _mm512_setzero_ps();
+    }
+  }
+  const __m512 sums = transpose_sum16(acc);
+  if (n == 16)
+    _mm512_storeu_ps(out, sums);
+  else
+    _mm512_mask_storeu_ps(out, static_cast<__mmask16>((1u << n) - 1), sums);
+}
+#endif
+
+template <int DIM, typename T>
+inline void dots_rows(const T* x, const T* const* rows, int64_t count, T* out, int64_t n) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && DIM > 0 && DIM % 16 == 0) {
+    constexpr int C = DIM / 16;
+    __m512 xv[C];
+    for (int c = 0; c < C; ++c) xv[c] = _mm512_loadu_ps(x + 16 * c);
+    int64_t t = 0;
+    for (; t + 16 <= count; t += 16) dots16<DIM>(xv, rows + t, 16, out + t);
+    if (count - t >= 4) {
+      dots16<DIM>(xv, rows + t, count - t, out + t);
+      return;
+    }
+    for (; t < count; ++t) out[t] = dot<DIM>(x, rows[t], n);
+    return;
+  }
+#endif
+  for (int64_t t = 0; t < count; ++t) out[t] = dot<DIM>(x, rows[t], n);
+}
+
+// out = sum_c w[c] rows[c] (overwrites out).
+template <int DIM, typename T>
+inline void weighted_sum_rows(const T* w, const T* const* rows, int64_t count, T* out, int64_t n) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && DIM > 0 && DIM % 16 == 0) {
+    constexpr int C = DIM / 16;
+    __m512 a0[C], a1[C], a2[C], a3[C];
+    for (int c = 0; c < C; ++c) a0[c] = a1[c] = a2[c] = a3[c] = _mm512_setzero_ps();
+    int64_t t = 0;
+    for (; t + 4 <= count; t += 4) {
+      const __m512 w0 = _mm512_set1_ps(w[t]), w1 = _mm512_set1_ps(w[t + 1]), w2 = _mm512_set1_ps(w[t + 2]),
+                   w3 = _mm512_set1_ps(w[t + 3]);
+      for (int c = 0; c < C; ++c) {
+        a0[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(rows[t] + 16 * c), a0[c]);
+        a1[c] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(rows[t + 1] + 16 * c), a1[c]);
+        a2[c] = _mm512_fmadd_ps(w2, _mm512_loadu_ps(rows[t + 2] + 16 * c), a2[c]);
+        a3[c] = _mm512_fmadd_ps(w3, _mm512_loadu_ps(rows[t + 3] + 16 * c), a3[c]);
+      }
+    }
+    for (; t < count; ++t) {
+      const __m512 wt = _mm512_set1_ps(w[t]);
+      for (int c = 0; c < C; ++c) a0[c] = _mm512_fmadd_ps(wt, _mm512_loadu_ps(rows[t] + 16 * c), a0[c]);
+    }
+    for (int c = 0; c < C; ++c)
+      _mm512_storeu_ps(out + 16 * c, _mm512_add_ps(_mm512_add_ps(a0[c], a1[c]), _mm512_add_ps(a2[c], a3[c])));
+    return;
+  }
+#endif
+  std::fill(out, out + head_dim<DIM>(n), T(0));
+  axpy_list<DIM>(w, rows, count, out, n);
+}
+
+// out_a = scale_a * sum_c wa[c] rows_a[c] and out_b = sum_c wb[c] rows_b[c] in one
+// pass over the list (the key pass of the backward: dk from q, dv from dout).
+template <int DIM, typename T>
+inline void weighted_sum_pair_rows(const T* wa, const T* const* rows_a, const T* wb, const T* const* rows_b,
+                                   int64_t count, T scale_a, T* out_a, T* out_b, int64_t n) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && DIM > 0 && DIM % 16 == 0) {
+    constexpr int C = DIM / 16;
+    __m512 a0[C], a1[C], b0[C], b1[C];
+    for (int c = 0; c < C; ++c) a0[c] = a1[c] = b0[c] = b1[c] = _mm512_setzero_ps();
+    int64_t t = 0;
+    for (; t + 2 <= count; t += 2) {
+      const __m512 wa0 = _mm512_set1_ps(wa[t]), wa1 = _mm512_set1_ps(wa[t + 1]);
+      const __m512 wb0 = _mm512_set1_ps(wb[t]), wb1 = _mm512_set1_ps(wb[t + 1]);
+      for (int c = 0; c < C; ++c) {
+        a0[c] = _mm512_fmadd_ps(wa0, _mm512_loadu_ps(rows_a[t] + 16 * c), a0[c]);
+        a1[c] = _mm512_fmadd_ps(wa1, _mm512_loadu_ps(rows_a[t + 1] + 16 * c), a1[c]);
+        b0[c] = _mm512_fmadd_ps(wb0, _mm512_loadu_ps(rows_b[t] + 16 * c), b0[c]);
+        b1[c] = _mm512_fmadd_ps(wb1, _mm512_loadu_ps(rows_b[t + 1] + 16 * c), b1[c]);
+      }
+    }
+    if (t < count) {
+      const __m512 wat = _mm512_set1_ps(wa[t]), wbt = _mm512_set1_ps(wb[t]);
+      for (int c = 0; c < C; ++c) {
+        a0[c] = _mm512_fmadd_ps(wat, _mm512_loadu_ps(rows_a[t] + 16 * c), a0[c]);
+        b0[c] = _mm512_fmadd_ps(wbt, _mm512_loadu_ps(rows_b[t] + 16 * c), b0[c]);
+      }
+    }
+    const __m512 sa = _mm512_set1_ps(scale_a);
+    for (int c = 0; c < C; ++c) {
+      _mm512_storeu_ps(out_a + 16 * c, _mm512_mul_ps(sa, _mm512_add_ps(a0[c], a1[c])));
+      _mm512_storeu_ps(out_b + 16 * c, _mm512_add_ps(b0[c], b1[c]));
+    }
+    return;
+  }
+#endif
+  weighted_sum_rows<DIM>(wa, rows_a, count, out_a, n);
+  weighted_sum_rows<DIM>(wb, rows_b, count, out_b, n);
+  for (int64_t d = 0; d < head_dim<DIM>(n); ++d) out_a[d] *= scale_a;
 }
 
 constexpr int64_t kGrain = 16;
@@ -538,25 +685,21 @@ struct GroupedWalk {
   }
 };
 
-// out[t] = x . y[key_t] over the window of token `tok` (y: strided keys or values).
-template <int DIM, typename T>
-inline void window_dots(const Problem& p, Token tok, int64_t h, const T* x, const T* yp, const Strides& ys, T* out) {
-  const int64_t sr = p.rows.start[tok.i], sc = p.cols.start[tok.j];
+// offsets[t] = element offset of key t of token `tok`'s window in a tensor with
+// strides ys, at head 0 (slot order: t = tr * kc + tc).
+inline void window_offsets(const Problem& p, Token tok, const Strides& ys, int64_t* offsets) {
+  const int64_t sr = p.rows.start[tok.i], sc = p.cols.start[tok.j], step = p.cols.dilation * ys.c;
+  int64_t t = 0;
   for (int64_t tr = 0; tr < p.rows.kernel; ++tr) {
-    const T* base = yp + ys.at(tok.b, sr + tr * p.rows.dilation, sc, h);
-    dots<DIM>(x, base, p.cols.dilation * ys.c, p.cols.kernel, out + tr * p.cols.kernel, p.dim);
+    const int64_t row = ys.at(tok.b, sr + tr * p.rows.dilation, sc, 0);
+    for (int64_t tc = 0; tc < p.cols.kernel; ++tc) offsets[t++] = row + tc * step;
   }
 }
 
-// acc = sum_t w[t] y[key_t] over the window of token `tok`.
-template <int DIM, typename T>
-inline void window_sum(const Problem& p, Token tok, int64_t h, const T* w, const T* yp, const Strides& ys, T* acc) {
-  const int64_t sr = p.rows.start[tok.i], sc = p.cols.start[tok.j];
-  std::fill(acc, acc + head_dim<DIM>(p.dim), T(0));
-  for (int64_t tr = 0; tr < p.rows.kernel; ++tr) {
-    const T* base = yp + ys.at(tok.b, sr + tr * p.rows.dilation, sc, h);
-    axpys<DIM>(w + tr * p.cols.kernel, base, p.cols.dilation * ys.c, p.cols.kernel, acc, p.dim);
-  }
+// rows[t] = base + offsets[t]: a window's keys or values at one head.
+template <typename T>
+inline void window_rows(const T* base, const int64_t* offsets, int64_t count, const T** rows) {
+  for (int64_t t = 0; t < count; ++t) rows[t] = base + offsets[t];
 }
 
 template <typename T>
@@ -599,17 +742,24 @@ std::vector<at::Tensor> fused_forward(const at::Tensor& q_in, const at::Tensor& 
     dispatch_head_dim(p.dim, [&]<int DIM>() {
       const int64_t D = head_dim<DIM>(p.dim);
       at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
+        const int64_t K = p.n_keys;
         std::vector<T> qs(D);
+        std::vector<int64_t> k_off(K), v_off(K);
+        std::vector<const T*> rows(K);
         for (int64_t visit = begin; visit < end; ++visit) {
           const auto [n, tok] = walk(visit);
+          window_offsets(p, tok, sk, k_off.data());
+          window_offsets(p, tok, sv, v_off.data());
           for (int64_t h = 0; h < p.heads; ++h) {
             const T* qn = qp + sq.at(tok.b, tok.i, tok.j, h);
             for (int64_t d = 0; d < D; ++d) qs[d] = qn[d] * s;
-            T* w = pp + (n * p.heads + h) * p.n_keys;
-            window_dots<DIM>(p, tok, h, qs.data(), kp, sk, w);
+            T* w = pp + (n * p.heads + h) * K;
+            window_rows(kp + h * sk.h, k_off.data(), K, rows.data());
+            dots_rows<DIM>(qs.data(), rows.data(), K, w, D);
             if (bp) add_bias(p, tok, h, bp, w);
-            lp[n * p.heads + h] = softmax_in_place(w, p.n_keys);
-            window_sum<DIM>(p, tok, h, w, vp, sv, op + (n * p.heads + h) * D);
+            lp[n * p.heads + h] = softmax_in_place(w, K);
+            window_rows(vp + h * sv.h, v_off.data(), K, rows.data());
+            weighted_sum_rows<DIM>(w, rows.data(), K, op + (n * p.heads + h) * D, D);
           }
         }
       });
@@ -650,18 +800,25 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_in, const at::Tens
     dispatch_head_dim(p.dim, [&]<int DIM>() {
       const int64_t D = head_dim<DIM>(p.dim);
       at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
+        const int64_t K = p.n_keys;
+        std::vector<int64_t> k_off(K), v_off(K);
+        std::vector<const T*> rows(K);
         for (int64_t visit = begin; visit < end; ++visit) {
           const auto [n, tok] = walk(visit);
+          window_offsets(p, tok, sk, k_off.data());
+          window_offsets(p, tok, sv, v_off.data());
           for (int64_t h = 0; h < p.heads; ++h) {
             const int64_t nh = n * p.heads + h;
             const T* gn = gp + nh * D;
             const T delta = dot<DIM>(gn, opp + nh * D, D);
-            T* gl = glp + nh * p.n_keys;
-            window_dots<DIM>(p, tok, h, gn, vp, sv, gl);  // d probs
-            softmax_backward_in_place(ap + nh * p.n_keys, delta, gl, p.n_keys);
+            T* gl = glp + nh * K;
+            window_rows(vp + h * sv.h, v_off.data(), K, rows.data());
+            dots_rows<DIM>(gn, rows.data(), K, gl, D);  // d probs
+            softmax_backward_in_place(ap + nh * K, delta, gl, K);
             if (bias_grad.enabled()) bias_grad.add(n, h, gl);
             T* dqn = dqp + nh * D;
-            window_sum<DIM>(p, tok, h, gl, kp, sk, dqn);
+            window_rows(kp + h * sk.h, k_off.data(), K, rows.data());
+            weighted_sum_rows<DIM>(gl, rows.data(), K, dqn, D);
             for (int64_t d = 0; d < D; ++d) dqn[d] *= s;
           }
         }
@@ -669,31 +826,30 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_in, const at::Tens
       at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
         InverseList inv(p);
         const size_t room = inv.query.size();
-        std::vector<int64_t> q_offset(room);
+        // Per pair, at head 0: its offset in q, in dout and in the [.., heads, K] weights.
+        std::vector<int64_t> q_offset(room), g_offset(room), w_index(room);
         std::vector<T> wk(room), wv(room);
         std::vector<const T*> pq(room), pg(room);
+        const int64_t K = p.n_keys;
         for (int64_t visit = begin; visit < end; ++visit) {
           const int64_t m = walk(visit).first;
           inv.collect(p, m);
           for (int64_t c = 0; c < inv.count; ++c) {
             const Token t = token_of(p, inv.query[c]);
             q_offset[c] = sq.at(t.b, t.i, t.j, 0);
+            g_offset[c] = inv.query[c] * p.heads * D;
+            w_index[c] = inv.query[c] * p.heads * K + inv.slot[c];
           }
           for (int64_t h = 0; h < p.heads; ++h) {
             for (int64_t c = 0; c < inv.count; ++c) {
-              const int64_t nh = inv.query[c] * p.heads + h;
-              wk[c] = glp[nh * p.n_keys + inv.slot[c]];
-              wv[c] = ap[nh * p.n_keys + inv.slot[c]];
+              const int64_t index = w_index[c] + h * K;
+              wk[c] = glp[index];
+              wv[c] = ap[index];
               pq[c] = qp + q_offset[c] + h * sq.h;
-              pg[c] = gp + nh * D;
+              pg[c] = gp + g_offset[c] + h * D;
             }
-            T* dkm = dkp + (m * p.heads + h) * D;
-            T* dvm = dvp + (m * p.heads + h) * D;
-            std::fill(dkm, dkm + D, T(0));
-            std::fill(dvm, dvm + D, T(0));
-            axpy_list<DIM>(wk.data(), pq.data(), inv.count, dkm, D);
-            axpy_list<DIM>(wv.data(), pg.data(), inv.count, dvm, D);
-            for (int64_t d = 0; d < D; ++d) dkm[d] *= s;
+            weighted_sum_pair_rows<DIM>(wk.data(), pq.data(), wv.data(), pg.data(), inv.count, s,
+                                        dkp + (m * p.heads + h) * D, dvp + (m * p.heads + h) * D, D);
           }
         }
       });
