@@ -234,6 +234,36 @@ def test_cpu_fp32_head_dim_paths_match_fp64_on_qkv_views(case):
         )
 
 
+# Maps large enough (>= 512 KiB per tensor and image) that the C++ kernels copy each
+# dilation group into a per-thread buffer: ragged groups, asymmetric dilation, qkv views.
+PACKED_GROUP_CASES = [
+    dict(height=45, width=38, kernel=(5, 5), dilation=(4, 3)),
+    dict(height=59, width=61, kernel=(7, 7), dilation=(8, 8)),
+    dict(height=40, width=44, kernel=(3, 7), dilation=(1, 5)),
+]
+
+
+@pytest.mark.skipif(not HAS_CPU_EXT, reason="C++ CPU extension not built")
+@pytest.mark.parametrize("case", PACKED_GROUP_CASES, ids=lambda c: f"d{c['dilation']}")
+def test_cpu_packed_dilation_groups_match_the_torch_backend_fp64(case):
+    gen = torch.Generator().manual_seed(7)
+    shape = (2, case["height"], case["width"], 3, 2, 32)
+    assert case["height"] * case["width"] * 2 * 32 * 8 >= 512 * 1024
+    qkv = torch.randn(shape, generator=gen, dtype=torch.float64)
+    kr, kc = case["kernel"]
+    rpb = torch.randn(2, 2 * kr - 1, 2 * kc - 1, generator=gen, dtype=torch.float64)
+    grad = torch.randn(shape[:3] + shape[4:], generator=gen, dtype=torch.float64)
+    results = []
+    for backend in ("torch", "cpu"):
+        leaf, bias = qkv.clone().requires_grad_(True), rpb.clone().requires_grad_(True)
+        out = neighborhood_attention_2d(*leaf.unbind(3), case["kernel"], case["dilation"], bias,
+                                        backend=backend)  # fmt: skip
+        out.backward(grad)
+        results.append((out.detach(), leaf.grad, bias.grad))
+    for expected, got in zip(*results):
+        assert torch.allclose(got, expected, atol=1e-10, rtol=0), (got - expected).abs().max()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_torch_backend_low_precision_close_to_fp64(dtype):
     case = FIXED_CASES[2]

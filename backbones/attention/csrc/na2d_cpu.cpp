@@ -685,6 +685,73 @@ struct GroupedWalk {
   }
 };
 
+// ---- dilation groups packed per thread
+// With dilation d, a window's keys lie d tokens apart along a row and d rows apart
+// along a column: with power-of-two strides (d = 16 and 256-byte tokens) every key of
+// a window falls in the same L1 set, and pages apart in any case. A dilation group
+// (rows ri + gi * dr, columns rj + gj * dc of one image) is an undilated map of its
+// own, so a thread copies the group it works on into a small contiguous buffer
+// [len_r, len_c, heads, D] and walks the windows there. The buffers are per thread
+// and bounded (kMaxGroupBytes per tensor); the map itself is never re-laid out.
+constexpr int64_t kMaxGroupBytes = int64_t(2) << 20;
+
+struct Group {
+  int64_t b, ri, rj, len_r, len_c;
+  int64_t tokens() const { return len_r * len_c; }
+};
+
+inline int64_t groups_per_image(const Problem& p) { return p.rows.dilation * p.cols.dilation; }
+
+inline Group group_of(const Problem& p, int64_t index) {
+  const int64_t per_image = groups_per_image(p), r = index % per_image;
+  const int64_t ri = r / p.cols.dilation, rj = r % p.cols.dilation;
+  return {index / per_image, ri, rj, (p.height - ri + p.rows.dilation - 1) / p.rows.dilation,
+          (p.width - rj + p.cols.dilation - 1) / p.cols.dilation};
+}
+
+// An image map below this size (per tensor) stays in cache as it is: no packing.
+constexpr int64_t kMinPackedMapBytes = int64_t(512) << 10;
+
+// Whether to work group by group on packed copies: dilated, a map too large for the
+// cache, enough groups for every thread, and each group's copy small enough to stay
+// in cache.
+inline bool use_packed_groups(const Problem& p, int64_t element_size) {
+  if (p.rows.dilation == 1 && p.cols.dilation == 1) return false;
+  const int64_t token_bytes = p.heads * p.dim * element_size;
+  const int64_t groups = p.batch * groups_per_image(p);
+  const int64_t largest = ((p.height + p.rows.dilation - 1) / p.rows.dilation) *
+                          ((p.width + p.cols.dilation - 1) / p.cols.dilation) * token_bytes;
+  return p.height * p.width * token_bytes >= kMinPackedMapBytes && groups >= 2 * at::get_num_threads() &&
+         largest <= kMaxGroupBytes;
+}
+
+// dst[gi, gj, h, :] = src[b, ri + gi * dr, rj + gj * dc, h, :]
+template <typename T>
+void pack_group(const Problem& p, const Group& g, const T* src, const Strides& s, T* dst) {
+  const int64_t D = p.dim;
+  for (int64_t gi = 0; gi < g.len_r; ++gi)
+    for (int64_t gj = 0; gj < g.len_c; ++gj) {
+      const T* token = src + s.at(g.b, g.ri + gi * p.rows.dilation, g.rj + gj * p.cols.dilation, 0);
+      T* out = dst + (gi * g.len_c + gj) * p.heads * D;
+      for (int64_t h = 0; h < p.heads; ++h) std::memcpy(out + h * D, token + h * s.h, D * sizeof(T));
+    }
+}
+
+// Index of token (i, j) of group g in its packed copy, in tokens.
+inline int64_t packed_token(const Problem& p, const Group& g, int64_t i, int64_t j) {
+  return ((i - g.ri) / p.rows.dilation) * g.len_c + (j - g.rj) / p.cols.dilation;
+}
+
+// offsets[t] = element offset of key t of the window of token (i, j) in its group's
+// packed copy, at head 0.
+inline void packed_window_offsets(const Problem& p, const Group& g, int64_t i, int64_t j, int64_t* offsets) {
+  const int64_t token_size = p.heads * p.dim;
+  const int64_t first = packed_token(p, g, p.rows.start[i], p.cols.start[j]);
+  int64_t t = 0;
+  for (int64_t tr = 0; tr < p.rows.kernel; ++tr)
+    for (int64_t tc = 0; tc < p.cols.kernel; ++tc) offsets[t++] = (first + tr * g.len_c + tc) * token_size;
+}
+
 // offsets[t] = element offset of key t of token `tok`'s window in a tensor with
 // strides ys, at head 0 (slot order: t = tr * kc + tc).
 inline void window_offsets(const Problem& p, Token tok, const Strides& ys, int64_t* offsets) {
@@ -741,8 +808,45 @@ std::vector<at::Tensor> fused_forward(const at::Tensor& q_in, const at::Tensor& 
     const T s = static_cast<T>(scale);
     dispatch_head_dim(p.dim, [&]<int DIM>() {
       const int64_t D = head_dim<DIM>(p.dim);
+      const int64_t K = p.n_keys;
+      // Query n at tok; its window's keys at kb + k_off[t] (+ h * kh), values likewise.
+      auto attend = [&](int64_t n, Token tok, const T* kb, const int64_t* k_off, int64_t kh, const T* vb,
+                        const int64_t* v_off, int64_t vh, T* qs, const T** rows) {
+        for (int64_t h = 0; h < p.heads; ++h) {
+          const T* qn = qp + sq.at(tok.b, tok.i, tok.j, h);
+          for (int64_t d = 0; d < D; ++d) qs[d] = qn[d] * s;
+          T* w = pp + (n * p.heads + h) * K;
+          window_rows(kb + h * kh, k_off, K, rows);
+          dots_rows<DIM>(qs, rows, K, w, D);
+          if (bp) add_bias(p, tok, h, bp, w);
+          lp[n * p.heads + h] = softmax_in_place(w, K);
+          window_rows(vb + h * vh, v_off, K, rows);
+          weighted_sum_rows<DIM>(w, rows, K, op + (n * p.heads + h) * D, D);
+        }
+      };
+      if (use_packed_groups(p, sizeof(T))) {
+        at::parallel_for(0, p.batch * groups_per_image(p), 1, [&](int64_t begin, int64_t end) {
+          std::vector<T> qs(D), kbuf, vbuf;
+          std::vector<int64_t> off(K);
+          std::vector<const T*> rows(K);
+          for (int64_t index = begin; index < end; ++index) {
+            const Group g = group_of(p, index);
+            kbuf.resize(g.tokens() * p.heads * D);
+            vbuf.resize(kbuf.size());
+            pack_group(p, g, kp, sk, kbuf.data());
+            pack_group(p, g, vp, sv, vbuf.data());
+            for (int64_t i = g.ri; i < p.height; i += p.rows.dilation)
+              for (int64_t j = g.rj; j < p.width; j += p.cols.dilation) {
+                packed_window_offsets(p, g, i, j, off.data());
+                const int64_t n = (g.b * p.height + i) * p.width + j;
+                attend(n, Token{g.b, i, j}, kbuf.data(), off.data(), D, vbuf.data(), off.data(), D, qs.data(),
+                       rows.data());
+              }
+          }
+        });
+        return;
+      }
       at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
-        const int64_t K = p.n_keys;
         std::vector<T> qs(D);
         std::vector<int64_t> k_off(K), v_off(K);
         std::vector<const T*> rows(K);
@@ -750,17 +854,7 @@ std::vector<at::Tensor> fused_forward(const at::Tensor& q_in, const at::Tensor& 
           const auto [n, tok] = walk(visit);
           window_offsets(p, tok, sk, k_off.data());
           window_offsets(p, tok, sv, v_off.data());
-          for (int64_t h = 0; h < p.heads; ++h) {
-            const T* qn = qp + sq.at(tok.b, tok.i, tok.j, h);
-            for (int64_t d = 0; d < D; ++d) qs[d] = qn[d] * s;
-            T* w = pp + (n * p.heads + h) * K;
-            window_rows(kp + h * sk.h, k_off.data(), K, rows.data());
-            dots_rows<DIM>(qs.data(), rows.data(), K, w, D);
-            if (bp) add_bias(p, tok, h, bp, w);
-            lp[n * p.heads + h] = softmax_in_place(w, K);
-            window_rows(vp + h * sv.h, v_off.data(), K, rows.data());
-            weighted_sum_rows<DIM>(w, rows.data(), K, op + (n * p.heads + h) * D, D);
-          }
+          attend(n, tok, kp, k_off.data(), sk.h, vp, v_off.data(), sv.h, qs.data(), rows.data());
         }
       });
     });
@@ -799,58 +893,118 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_in, const at::Tens
     BiasGrad<T> bias_grad(p, with_rpb);
     dispatch_head_dim(p.dim, [&]<int DIM>() {
       const int64_t D = head_dim<DIM>(p.dim);
+      const int64_t K = p.n_keys;
+      const bool packed = use_packed_groups(p, sizeof(T));
+      // Query pass for query n at tok: the logit gradients, drpb and dq; its window's
+      // keys at kb + k_off[t] (+ h * kh), values likewise.
+      auto query_pass = [&](int64_t n, Token tok, const T* kb, const int64_t* k_off, int64_t kh, const T* vb,
+                            const int64_t* v_off, int64_t vh, const T** rows) {
+        for (int64_t h = 0; h < p.heads; ++h) {
+          const int64_t nh = n * p.heads + h;
+          const T* gn = gp + nh * D;
+          const T delta = dot<DIM>(gn, opp + nh * D, D);
+          T* gl = glp + nh * K;
+          window_rows(vb + h * vh, v_off, K, rows);
+          dots_rows<DIM>(gn, rows, K, gl, D);  // d probs
+          softmax_backward_in_place(ap + nh * K, delta, gl, K);
+          if (bias_grad.enabled()) bias_grad.add(n, h, gl);
+          T* dqn = dqp + nh * D;
+          window_rows(kb + h * kh, k_off, K, rows);
+          weighted_sum_rows<DIM>(gl, rows, K, dqn, D);
+          for (int64_t d = 0; d < D; ++d) dqn[d] *= s;
+        }
+      };
+      // Key pass for key m: dk and dv from the queries whose windows hold it, the
+      // query vectors of the pair c at qb + q_offset[c] (+ h * qh), dout likewise.
+      struct KeyScratch {
+        InverseList inv;
+        std::vector<int64_t> q_offset, g_offset, w_index;
+        std::vector<T> wk, wv;
+        std::vector<const T*> pq, pg;
+        explicit KeyScratch(const Problem& p)
+            : inv(p), q_offset(inv.query.size()), g_offset(inv.query.size()), w_index(inv.query.size()),
+              wk(inv.query.size()), wv(inv.query.size()), pq(inv.query.size()), pg(inv.query.size()) {}
+      };
+      auto key_pass = [&](int64_t m, KeyScratch& ks, const T* qb, int64_t qh, const T* gb, int64_t gh) {
+        const InverseList& inv = ks.inv;
+        for (int64_t c = 0; c < inv.count; ++c) ks.w_index[c] = inv.query[c] * p.heads * K + inv.slot[c];
+        for (int64_t h = 0; h < p.heads; ++h) {
+          for (int64_t c = 0; c < inv.count; ++c) {
+            const int64_t index = ks.w_index[c] + h * K;
+            ks.wk[c] = glp[index];
+            ks.wv[c] = ap[index];
+            ks.pq[c] = qb + ks.q_offset[c] + h * qh;
+            ks.pg[c] = gb + ks.g_offset[c] + h * gh;
+          }
+          weighted_sum_pair_rows<DIM>(ks.wk.data(), ks.pq.data(), ks.wv.data(), ks.pg.data(), inv.count, s,
+                                      dkp + (m * p.heads + h) * D, dvp + (m * p.heads + h) * D, D);
+        }
+      };
+      if (packed) {
+        const int64_t groups = p.batch * groups_per_image(p);
+        at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+          std::vector<T> kbuf, vbuf;
+          std::vector<int64_t> off(K);
+          std::vector<const T*> rows(K);
+          for (int64_t index = begin; index < end; ++index) {
+            const Group g = group_of(p, index);
+            kbuf.resize(g.tokens() * p.heads * D);
+            vbuf.resize(kbuf.size());
+            pack_group(p, g, kp, sk, kbuf.data());
+            pack_group(p, g, vp, sv, vbuf.data());
+            for (int64_t i = g.ri; i < p.height; i += p.rows.dilation)
+              for (int64_t j = g.rj; j < p.width; j += p.cols.dilation) {
+                packed_window_offsets(p, g, i, j, off.data());
+                query_pass((g.b * p.height + i) * p.width + j, Token{g.b, i, j}, kbuf.data(), off.data(), D,
+                           vbuf.data(), off.data(), D, rows.data());
+              }
+          }
+        });
+        const Strides sg{p.height * p.width * p.heads * D, p.width * p.heads * D, p.heads * D, D};
+        at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+          KeyScratch ks(p);
+          std::vector<T> qbuf, gbuf;
+          for (int64_t index = begin; index < end; ++index) {
+            const Group g = group_of(p, index);
+            qbuf.resize(g.tokens() * p.heads * D);
+            gbuf.resize(qbuf.size());
+            pack_group(p, g, qp, sq, qbuf.data());
+            pack_group(p, g, gp, sg, gbuf.data());
+            for (int64_t i = g.ri; i < p.height; i += p.rows.dilation)
+              for (int64_t j = g.rj; j < p.width; j += p.cols.dilation) {
+                const int64_t m = (g.b * p.height + i) * p.width + j;
+                ks.inv.collect(p, m);
+                for (int64_t c = 0; c < ks.inv.count; ++c) {
+                  const Token t = token_of(p, ks.inv.query[c]);
+                  ks.q_offset[c] = ks.g_offset[c] = packed_token(p, g, t.i, t.j) * p.heads * D;
+                }
+                key_pass(m, ks, qbuf.data(), D, gbuf.data(), D);
+              }
+          }
+        });
+        return;
+      }
       at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
-        const int64_t K = p.n_keys;
         std::vector<int64_t> k_off(K), v_off(K);
         std::vector<const T*> rows(K);
         for (int64_t visit = begin; visit < end; ++visit) {
           const auto [n, tok] = walk(visit);
           window_offsets(p, tok, sk, k_off.data());
           window_offsets(p, tok, sv, v_off.data());
-          for (int64_t h = 0; h < p.heads; ++h) {
-            const int64_t nh = n * p.heads + h;
-            const T* gn = gp + nh * D;
-            const T delta = dot<DIM>(gn, opp + nh * D, D);
-            T* gl = glp + nh * K;
-            window_rows(vp + h * sv.h, v_off.data(), K, rows.data());
-            dots_rows<DIM>(gn, rows.data(), K, gl, D);  // d probs
-            softmax_backward_in_place(ap + nh * K, delta, gl, K);
-            if (bias_grad.enabled()) bias_grad.add(n, h, gl);
-            T* dqn = dqp + nh * D;
-            window_rows(kp + h * sk.h, k_off.data(), K, rows.data());
-            weighted_sum_rows<DIM>(gl, rows.data(), K, dqn, D);
-            for (int64_t d = 0; d < D; ++d) dqn[d] *= s;
-          }
+          query_pass(n, tok, kp, k_off.data(), sk.h, vp, v_off.data(), sv.h, rows.data());
         }
       });
       at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
-        InverseList inv(p);
-        const size_t room = inv.query.size();
-        // Per pair, at head 0: its offset in q, in dout and in the [.., heads, K] weights.
-        std::vector<int64_t> q_offset(room), g_offset(room), w_index(room);
-        std::vector<T> wk(room), wv(room);
-        std::vector<const T*> pq(room), pg(room);
-        const int64_t K = p.n_keys;
+        KeyScratch ks(p);
         for (int64_t visit = begin; visit < end; ++visit) {
           const int64_t m = walk(visit).first;
-          inv.collect(p, m);
-          for (int64_t c = 0; c < inv.count; ++c) {
-            const Token t = token_of(p, inv.query[c]);
-            q_offset[c] = sq.at(t.b, t.i, t.j, 0);
-            g_offset[c] = inv.query[c] * p.heads * D;
-            w_index[c] = inv.query[c] * p.heads * K + inv.slot[c];
+          ks.inv.collect(p, m);
+          for (int64_t c = 0; c < ks.inv.count; ++c) {
+            const Token t = token_of(p, ks.inv.query[c]);
+            ks.q_offset[c] = sq.at(t.b, t.i, t.j, 0);
+            ks.g_offset[c] = ks.inv.query[c] * p.heads * D;
           }
-          for (int64_t h = 0; h < p.heads; ++h) {
-            for (int64_t c = 0; c < inv.count; ++c) {
-              const int64_t index = w_index[c] + h * K;
-              wk[c] = glp[index];
-              wv[c] = ap[index];
-              pq[c] = qp + q_offset[c] + h * sq.h;
-              pg[c] = gp + g_offset[c] + h * D;
-            }
-            weighted_sum_pair_rows<DIM>(wk.data(), pq.data(), wv.data(), pg.data(), inv.count, s,
-                                        dkp + (m * p.heads + h) * D, dvp + (m * p.heads + h) * D, D);
-          }
+          key_pass(m, ks, qp, sq.h, gp, D);
         }
       });
     });
