@@ -156,3 +156,12 @@ def test_the_import_rules_catch_an_offence(tmp_path):
     bad.write_text("def f():\n    from ..nat import DiNAT\n    import mmdet\n")
     found = list(_imports(bad))
     assert (2, "nat.DiNAT", 2) in found and (3, "mmdet", 0) in found
+
+
+def test_a_torch_without_the_private_dispatch_api_is_refused_by_name():
+    from nattk.backbones.attention import ops
+
+    ops._check_private_dispatch_api()  # this torch has it
+    lacking = types.SimpleNamespace(_dispatch_key_for_device=None, DispatchKeySet=None)
+    with pytest.raises(RuntimeError, match=r"lacks torch\._C\._ExcludeDispatchKeyGuard"):
+        ops._check_private_dispatch_api(lacking)

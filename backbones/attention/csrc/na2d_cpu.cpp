@@ -752,6 +752,28 @@ inline void packed_window_offsets(const Problem& p, const Group& g, int64_t i, i
     for (int64_t tc = 0; tc < p.cols.kernel; ++tc) offsets[t++] = (first + tr * g.len_c + tc) * token_size;
 }
 
+// Walks every dilation group in parallel: packs tensors a and b of the group, then
+// calls visit(scratch, g, i, j, n, a_packed, b_packed) for each of its tokens (i, j),
+// n = its index in the map. `make_scratch()` gives each thread its working memory.
+template <typename T, typename MakeScratch, typename Visit>
+void for_each_packed_group(const Problem& p, const T* a, const Strides& sa, const T* b, const Strides& sb,
+                           MakeScratch&& make_scratch, Visit&& visit) {
+  at::parallel_for(0, p.batch * groups_per_image(p), 1, [&](int64_t begin, int64_t end) {
+    auto scratch = make_scratch();
+    std::vector<T> a_buf, b_buf;
+    for (int64_t index = begin; index < end; ++index) {
+      const Group g = group_of(p, index);
+      a_buf.resize(g.tokens() * p.heads * p.dim);
+      b_buf.resize(a_buf.size());
+      pack_group(p, g, a, sa, a_buf.data());
+      pack_group(p, g, b, sb, b_buf.data());
+      for (int64_t i = g.ri; i < p.height; i += p.rows.dilation)
+        for (int64_t j = g.rj; j < p.width; j += p.cols.dilation)
+          visit(scratch, g, i, j, (g.b * p.height + i) * p.width + j, a_buf.data(), b_buf.data());
+    }
+  });
+}
+
 // offsets[t] = element offset of key t of token `tok`'s window in a tensor with
 // strides ys, at head 0 (slot order: t = tr * kc + tc).
 inline void window_offsets(const Problem& p, Token tok, const Strides& ys, int64_t* offsets) {
@@ -825,25 +847,17 @@ std::vector<at::Tensor> fused_forward(const at::Tensor& q_in, const at::Tensor& 
         }
       };
       if (use_packed_groups(p, sizeof(T))) {
-        at::parallel_for(0, p.batch * groups_per_image(p), 1, [&](int64_t begin, int64_t end) {
-          std::vector<T> qs(D), kbuf, vbuf;
-          std::vector<int64_t> off(K);
-          std::vector<const T*> rows(K);
-          for (int64_t index = begin; index < end; ++index) {
-            const Group g = group_of(p, index);
-            kbuf.resize(g.tokens() * p.heads * D);
-            vbuf.resize(kbuf.size());
-            pack_group(p, g, kp, sk, kbuf.data());
-            pack_group(p, g, vp, sv, vbuf.data());
-            for (int64_t i = g.ri; i < p.height; i += p.rows.dilation)
-              for (int64_t j = g.rj; j < p.width; j += p.cols.dilation) {
-                packed_window_offsets(p, g, i, j, off.data());
-                const int64_t n = (g.b * p.height + i) * p.width + j;
-                attend(n, Token{g.b, i, j}, kbuf.data(), off.data(), D, vbuf.data(), off.data(), D, qs.data(),
-                       rows.data());
-              }
-          }
-        });
+        struct Scratch {
+          std::vector<T> qs;
+          std::vector<int64_t> off;
+          std::vector<const T*> rows;
+        };
+        for_each_packed_group(
+            p, kp, sk, vp, sv, [&] { return Scratch{std::vector<T>(D), std::vector<int64_t>(K), std::vector<const T*>(K)}; },
+            [&](Scratch& sc, const Group& g, int64_t i, int64_t j, int64_t n, const T* kb, const T* vb) {
+              packed_window_offsets(p, g, i, j, sc.off.data());
+              attend(n, Token{g.b, i, j}, kb, sc.off.data(), D, vb, sc.off.data(), D, sc.qs.data(), sc.rows.data());
+            });
         return;
       }
       at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
@@ -941,47 +955,27 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_in, const at::Tens
         }
       };
       if (packed) {
-        const int64_t groups = p.batch * groups_per_image(p);
-        at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-          std::vector<T> kbuf, vbuf;
-          std::vector<int64_t> off(K);
-          std::vector<const T*> rows(K);
-          for (int64_t index = begin; index < end; ++index) {
-            const Group g = group_of(p, index);
-            kbuf.resize(g.tokens() * p.heads * D);
-            vbuf.resize(kbuf.size());
-            pack_group(p, g, kp, sk, kbuf.data());
-            pack_group(p, g, vp, sv, vbuf.data());
-            for (int64_t i = g.ri; i < p.height; i += p.rows.dilation)
-              for (int64_t j = g.rj; j < p.width; j += p.cols.dilation) {
-                packed_window_offsets(p, g, i, j, off.data());
-                query_pass((g.b * p.height + i) * p.width + j, Token{g.b, i, j}, kbuf.data(), off.data(), D,
-                           vbuf.data(), off.data(), D, rows.data());
-              }
-          }
-        });
+        struct Scratch {
+          std::vector<int64_t> off;
+          std::vector<const T*> rows;
+        };
+        for_each_packed_group(
+            p, kp, sk, vp, sv, [&] { return Scratch{std::vector<int64_t>(K), std::vector<const T*>(K)}; },
+            [&](Scratch& sc, const Group& g, int64_t i, int64_t j, int64_t n, const T* kb, const T* vb) {
+              packed_window_offsets(p, g, i, j, sc.off.data());
+              query_pass(n, Token{g.b, i, j}, kb, sc.off.data(), D, vb, sc.off.data(), D, sc.rows.data());
+            });
         const Strides sg{p.height * p.width * p.heads * D, p.width * p.heads * D, p.heads * D, D};
-        at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-          KeyScratch ks(p);
-          std::vector<T> qbuf, gbuf;
-          for (int64_t index = begin; index < end; ++index) {
-            const Group g = group_of(p, index);
-            qbuf.resize(g.tokens() * p.heads * D);
-            gbuf.resize(qbuf.size());
-            pack_group(p, g, qp, sq, qbuf.data());
-            pack_group(p, g, gp, sg, gbuf.data());
-            for (int64_t i = g.ri; i < p.height; i += p.rows.dilation)
-              for (int64_t j = g.rj; j < p.width; j += p.cols.dilation) {
-                const int64_t m = (g.b * p.height + i) * p.width + j;
-                ks.inv.collect(p, m);
-                for (int64_t c = 0; c < ks.inv.count; ++c) {
-                  const Token t = token_of(p, ks.inv.query[c]);
-                  ks.q_offset[c] = ks.g_offset[c] = packed_token(p, g, t.i, t.j) * p.heads * D;
-                }
-                key_pass(m, ks, qbuf.data(), D, gbuf.data(), D);
+        for_each_packed_group(
+            p, qp, sq, gp, sg, [&] { return KeyScratch(p); },
+            [&](KeyScratch& ks, const Group& g, int64_t, int64_t, int64_t m, const T* qb, const T* gb) {
+              ks.inv.collect(p, m);
+              for (int64_t c = 0; c < ks.inv.count; ++c) {
+                const Token t = token_of(p, ks.inv.query[c]);
+                ks.q_offset[c] = ks.g_offset[c] = packed_token(p, g, t.i, t.j) * p.heads * D;
               }
-          }
-        });
+              key_pass(m, ks, qb, D, gb, D);
+            });
         return;
       }
       at::parallel_for(0, p.tokens(), kGrain, [&](int64_t begin, int64_t end) {
