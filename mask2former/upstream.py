@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -66,10 +67,28 @@ ONEFORMER = Upstream(
 #: Our yamls' ``_BASE_`` point into ``<checkout>/configs/``; this marks where that part starts.
 _CHECKOUT_MARKER = "Mask2Former/configs/"
 _MSDA = "MultiScaleDeformableAttention"
+#: Written by ``tools/setup_d2_env.sh`` into the environment it makes: the checkouts it used.
+RECORD_NAME = "nattk-upstream.json"
+
+
+def recorded_checkout(project: Upstream) -> Optional[Path]:
+    """The checkout of ``project`` that this environment was set up with, if any.
+
+    ``tools/setup_d2_env.sh`` records where each upstream came from (a user's path, a
+    sibling clone, an unpacked snapshot or a clone in the build folder) in
+    ``<sys.prefix>/nattk-upstream.json``.
+    """
+    record = Path(sys.prefix) / RECORD_NAME
+    try:
+        entry = json.loads(record.read_text()).get(project.name)
+    except (OSError, ValueError):
+        return None
+    return Path(entry["path"]) if entry else None
 
 
 def find_checkout(root: Union[str, Path, None] = None, project: Upstream = MASK2FORMER) -> Path:
-    """Returns a checkout: ``root``, else ``$<ROOT_ENV>``, else ``../<name>``.
+    """Returns a checkout: ``root``, else ``$<ROOT_ENV>``, else ``../<name>``, else the
+    one this environment was set up with (:func:`recorded_checkout`).
 
     For Mask2Former: ``--m2f-root``, ``$MASK2FORMER_ROOT``, ``../Mask2Former``; for
     OneFormer: ``--oneformer-root``, ``$ONEFORMER_ROOT``, ``../OneFormer``.
@@ -77,14 +96,18 @@ def find_checkout(root: Union[str, Path, None] = None, project: Upstream = MASK2
     Raises:
         FileNotFoundError: The directory is not a checkout of ``project``.
     """
-    chosen = os.environ.get(project.root_env) or project.default_root
-    chosen = Path(root or chosen).expanduser().resolve()
+    chosen = root or os.environ.get(project.root_env)
+    if not chosen:
+        sibling, recorded = project.default_root, recorded_checkout(project)
+        chosen = recorded if recorded is not None and not sibling.exists() else sibling
+    chosen = Path(chosen).expanduser().resolve()
     needed = (f"{project.package}/__init__.py", "train_net.py")
     missing = [p for p in needed if not (chosen / p).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{chosen} is not a {project.name} checkout (no {', '.join(missing)}). Clone "
-            f"{project.url} next to this toolkit, or pass {project.root_flag} / set {project.root_env}."
+            f"{chosen} is not a {project.name} checkout (no {', '.join(missing)}). Run "
+            f"`make env-d2` (docs/detectron2_mask2former.md#install), clone {project.url} "
+            f"next to this toolkit, or pass {project.root_flag} / set {project.root_env}."
         )
     return chosen
 

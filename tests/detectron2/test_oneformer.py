@@ -1,9 +1,10 @@
 """OneFormer's DiNAT models through OneFormer's own code: real detectron2 + a OneFormer checkout.
 
-Skipped where detectron2 is not installed (it is not on PyPI, so CI has none), no
-OneFormer checkout is found (``$ONEFORMER_ROOT`` or ``../OneFormer``) or OneFormer's own
-imports are missing (``pip install -e ".[oneformer]"``); docs/oneformer.md, section
-"Install", says how to set them up. Nothing of OneFormer is modified or copied: its
+Runs in ``.venv-d2`` (``make env-d2``; ``make test`` runs it there, in a process of its
+own). Elsewhere it skips where detectron2 is not installed (it is not on PyPI), no
+OneFormer checkout is found (``$ONEFORMER_ROOT``, ``../OneFormer`` or the one the
+environment was set up with) or OneFormer's own imports are missing; docs/oneformer.md,
+section "Install". Nothing of OneFormer is modified or copied: its
 ``setup``, ``Trainer``, dataset registration and DiNAT class are imported from the checkout.
 """
 
@@ -49,7 +50,10 @@ from oneformer.data.datasets.register_ade20k_panoptic import (  # noqa: E402
     register_ade20k_panoptic,
 )
 from PIL import Image  # noqa: E402
+from tool_runs import logged_results, run_tool  # noqa: E402
 
+from nattk import convert_checkpoint  # noqa: E402
+from nattk.backbones import create_model  # noqa: E402
 from nattk.mask2former.launch import build_parser  # noqa: E402
 from nattk.toy_data import make_toy_coco  # noqa: E402
 
@@ -118,6 +122,39 @@ def test_every_yaml_builds_through_oneformers_setup(config, tmp_path):
     print(f"{config.relative_to(CHECKOUT)}: {params / 1e6:.2f}M parameters")
 
 
+def test_shrunk_model_runs_a_forward_pass_through_oneformers_own_model(tmp_path):
+    cfg = _setup(ADE20K_640, tmp_path, *TINY, "MODEL.IS_TRAIN", "False")
+    model = TRAIN_NET.Trainer.build_model(cfg).eval()
+    assert type(model).__name__ == "OneFormer" and type(model.backbone) is D2DINAT
+    image = torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8).float()
+    inputs = [{"image": image, "height": 96, "width": 128, "task": "The task is panoptic"}]
+    with torch.no_grad():
+        (output,) = model(inputs)
+    segments, info = output["panoptic_seg"]
+    assert segments.shape == (96, 128) and output["sem_seg"].shape[-2:] == (96, 128)
+    assert torch.isfinite(output["sem_seg"]).all()
+    assert all(0 <= s["category_id"] < cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES for s in info)
+
+
+def test_converted_imagenet_pkl_loads_with_every_rpb(tmp_path):
+    cfg = _setup(ADE20K_640, tmp_path, *TINY, "MODEL.IS_TRAIN", "False")
+    model = TRAIN_NET.Trainer.build_model(cfg)
+    imagenet = create_model(
+        "dinat_mini", num_classes=1000, embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
+        kernel_size=3, dilations=[[2], [2], [1, 2], [1]], layer_scale=None, mlp_ratio=2.0,
+    )  # fmt: skip
+    src, pkl = tmp_path / "in1k.pth", tmp_path / "in1k.pkl"
+    torch.save({"model": imagenet.state_dict()}, src)
+    convert_checkpoint.main([str(src), str(pkl), "--to", "d2"])
+    DetectionCheckpointer(model).load(str(pkl))
+    backbone = model.backbone.state_dict()
+    rpbs = [key for key in imagenet.state_dict() if key.endswith(".rpb")]
+    assert len(rpbs) == 5
+    for key, value in imagenet.state_dict().items():
+        if not key.startswith(("norm.", "head.")):
+            assert torch.equal(backbone[key], value), key
+
+
 # OneFormer's own DiNAT class, built in a fresh process (its module registers a D2DiNAT of
 # its own). NATTEN 0.14 cannot be installed on this torch; its NeighborhoodAttention2D held
 # exactly `rpb` (heads, 2k-1, 2k-1), `qkv` and `proj` (no buffers), which the module below
@@ -177,6 +214,19 @@ def test_toolkit_keys_are_set_from_the_command_line_after_oneformers_setup(tmp_p
     assert backbone.with_cp and not backbone.patch_embed.proj[0].weight.requires_grad
 
 
+@pytest.mark.parametrize(
+    "opts, error, message",
+    [
+        (("MODEL.DiNAT.KERNEL_SIZE", "4"), ValueError, r"^MODEL\.DiNAT\.KERNEL_SIZE: .*odd"),
+        (("MODEL.DiNAT.DILATIONS", "cocoo"), ValueError, r"MODEL\.DiNAT\.DILATIONS"),
+        (("MODEL.DiNAT.KERNEL", "7"), AssertionError, r"Non-existent key: MODEL\.DiNAT\.KERNEL"),
+    ],
+)  # fmt: skip
+def test_config_errors_through_oneformers_setup_name_their_key(tmp_path, opts, error, message):
+    with pytest.raises(error, match=message):
+        TRAIN_NET.Trainer.build_model(_setup(ADE20K_640, tmp_path, *TINY, *opts))
+
+
 def _toy_ade20k_panoptic(root: Path) -> dict[str, str]:
     """A toy set in the ADE20K panoptic layout, registered with OneFormer's own function."""
     make_toy_coco(root, num_train=8, num_val=4, size=(128, 128), max_shapes=3)
@@ -211,10 +261,11 @@ def _toy_ade20k_panoptic(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_shrunk_ade20k_yaml_trains_then_evaluates_on_cpu(tmp_path, monkeypatch):
+def test_tools_train_oneformer_trains_then_evaluates_a_shrunk_ade20k_yaml(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))  # OneFormer's wandb.init (offline)
     names = _toy_ade20k_panoptic(tmp_path / "toyade")
-    common = TINY + [
+    common = [
+        "--config-file", str(ADE20K_640), *TINY,
         "DATASETS.TRAIN", f"('{names['train']}',)",
         "DATASETS.TEST_PANOPTIC", f"('{names['val']}',)",
         "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3",
@@ -226,20 +277,20 @@ def test_shrunk_ade20k_yaml_trains_then_evaluates_on_cpu(tmp_path, monkeypatch):
         "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128",
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3",
         "SOLVER.CHECKPOINT_PERIOD", "100", "TEST.EVAL_PERIOD", "0", "TEST.DETECTIONS_PER_IMAGE", "8",
-        "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
+        "DATALOADER.NUM_WORKERS", "0",
     ]  # fmt: skip
+    out, evaluation = tmp_path / "out", tmp_path / "eval"
     try:
-        launcher.main(_args(ADE20K_640, *common))
-        final = tmp_path / "out" / "model_final.pth"
+        run_tool("train_oneformer.py", [*common, "OUTPUT_DIR", str(out)], monkeypatch)
+        final = out / "model_final.pth"
         assert torch.load(final, map_location="cpu", weights_only=False)["iteration"] == 2
-        results = launcher.main(
-            _args(ADE20K_640, *common, "MODEL.WEIGHTS", str(final), eval_only=True)
-        )
+        evaluate = ["--eval-only", *common, "MODEL.WEIGHTS", str(final)]
+        run_tool("train_oneformer.py", [*evaluate, "OUTPUT_DIR", str(evaluation)], monkeypatch)
     finally:
         for name in names.values():
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
-    print(results)
+    results = logged_results(evaluation)
     for task, metric in (("panoptic_seg", "PQ"), ("sem_seg", "mIoU")):
         value = results[task][metric]
         assert math.isfinite(value) and 0 <= value <= 100, (task, metric, value)
