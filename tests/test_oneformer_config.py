@@ -4,7 +4,7 @@ OneFormer's own config is written out below as its ``add_dinat_config`` declares
 (``oneformer/config.py`` at SHI-Labs/OneFormer 4962ef6): mixed-case ``MODEL.DiNAT``,
 ``OUT_INDICES`` and ``IN_PATCH_SIZE``, none of the toolkit's four extra keys. The
 backbone mixin runs on the real core class; only Detectron2's ``Backbone`` is absent.
-``tests/detectron2/test_oneformer.py`` repeats the checks with detectron2 and a OneFormer checkout.
+``tests/d2/test_oneformer.py`` repeats the checks with detectron2 and a OneFormer checkout.
 """
 
 from __future__ import annotations

@@ -192,20 +192,3 @@ def test_bad_safetensors_files_raise_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "safetensors", None)
     with pytest.raises(ImportError, match="needs the 'safetensors' package"):
         read_safetensors(renamed)
-
-
-def test_detectron2_checkpointer_reads_safetensors_after_enabling(source):
-    """Detectron2 (when installed) loads MODEL.WEIGHTS=*.safetensors onto ``backbone.*``."""
-    pytest.importorskip("detectron2", reason="detectron2 is not installed (not on PyPI)")
-    from detectron2.checkpoint import DetectionCheckpointer
-
-    from nattk.mask2former.checkpoint import enable_safetensors_weights
-
-    path, expected = source
-    enable_safetensors_weights()
-    wrapper = torch.nn.Module()
-    wrapper.backbone = small_model("dinat", LAYER_SCALE, num_classes=0)
-    DetectionCheckpointer(wrapper).load(str(path))
-    backbone = {k: v for k, v in expected.items() if k not in CLASSIFIER}
-    loaded = wrapper.backbone.state_dict()
-    assert_same_tensors({k: loaded[k] for k in backbone}, backbone)

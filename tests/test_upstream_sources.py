@@ -1,7 +1,7 @@
 """Where the Detectron2 environment takes its upstream sources from, and the test runner's rules.
 
 Runs in the main environment: ``nattk/dev/upstream_sources.py`` is standard library only,
-``tests/detectron2/conftest.py``'s strict mode is checked on a throwaway test file, and
+``tests/d2/conftest.py``'s strict mode is checked on a throwaway test file, and
 the launchers' lookup of the recorded checkout needs no detectron2.
 """
 
@@ -188,7 +188,7 @@ def test_skips():
 
 
 def _run_with_detectron2_conftest(tmp_path: Path, test_text: str, strict: bool):
-    shutil.copy(REPO / "tests" / "detectron2" / "conftest.py", tmp_path / "conftest.py")
+    shutil.copy(REPO / "tests" / "d2" / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "test_skips.py").write_text(test_text)
     report = tmp_path / "report.xml"
     env = {"NATTK_D2_STRICT": "1" if strict else "0", "PATH": "/usr/bin:/bin"}

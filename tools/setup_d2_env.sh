@@ -20,7 +20,8 @@
 # Environment variables:
 #   NATTK_D2_VENV    virtual environment to create/use (default: .venv-d2)
 #   NATTK_PYTHON     interpreter used to create it (default: python3)
-#   NATTK_CACHE_DIR  unpacked upstream sources and built wheels (default: ~/.cache/nat-toolkit)
+#   NATTK_CACHE_DIR  unpacked upstream sources (<dir>/upstream; default: ~/.cache/nat-toolkit)
+#   NATTK_WHEEL_DIR  where built wheels are cached (default: $NATTK_CACHE_DIR/wheels)
 #   NATTK_VENDOR_DIR snapshots folder (default: ../shared/vendor)
 set -euo pipefail
 
@@ -87,7 +88,7 @@ log "installing $TORCH_PIN $TORCHVISION_PIN and build tools"
 
 D2_SRC="$("$VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["detectron2"]["path"])' "$RECORD")"
 D2_REV="$("$VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["detectron2"]["revision"])' "$RECORD")"
-D2_WHEELS="$CACHE_DIR/wheels/detectron2/${D2_REV}-${TORCH_PIN#torch==}"
+D2_WHEELS="${NATTK_WHEEL_DIR:-$CACHE_DIR/wheels}/detectron2/${D2_REV}-${TORCH_PIN#torch==}"
 if ! ls "$D2_WHEELS"/detectron2-*.whl >/dev/null 2>&1; then
     log "building detectron2 ${D2_REV:0:12} into $D2_WHEELS (once per machine; 2-5 min on 2 cores)"
     mkdir -p "$(dirname "$D2_WHEELS")"
@@ -102,8 +103,9 @@ log "installing detectron2 from $D2_WHEELS"
 "${PIP[@]}" install -q --force-reinstall --no-deps "$D2_WHEELS"/detectron2-*.whl
 "${PIP[@]}" install -q "$D2_WHEELS"/detectron2-*.whl  # its dependencies, from the registry
 
-log "installing nat-toolkit[oneformer] (editable) and pytest"
-"${PIP[@]}" install -q --no-build-isolation -e ".[oneformer]" "pytest>=8"
+# hf: transformers, for tests that load what its save_pretrained writes.
+log "installing nat-toolkit[oneformer,hf] (editable) and pytest"
+"${PIP[@]}" install -q --no-build-isolation -e ".[oneformer,hf]" "pytest>=8"
 # OneFormer's dataset mapper uses np.bool, which NumPy 1.24-1.26 lack and NumPy 2 has;
 # panopticapi-lite declares numpy<2 but runs with 2. A command of its own: asked for
 # together, pip backtracks into old source releases (docs/oneformer.md).

@@ -1,15 +1,15 @@
 """The test suite in both environments: what ``make test`` and ``make test-fast`` run.
 
-1. The main suite in ``.venv`` (this interpreter): ``tests/`` but ``tests/detectron2/``.
+1. The main suite in ``.venv`` (this interpreter): ``tests/`` but ``tests/d2/``.
 2. The Detectron2 suite in ``.venv-d2``: ``tools/setup_d2_env.sh`` makes or checks the
-   environment, then each ``tests/detectron2/test_*.py`` runs in a pytest process of its
+   environment, then each ``tests/d2/test_*.py`` runs in a pytest process of its
    own (Mask2Former and OneFormer register the same builtin datasets).
 
 Then one summary line per environment and a last ``total:`` line. When no upstream
 source of detectron2 / Mask2Former / OneFormer can be found, the Detectron2 part is
 skipped with one line saying how to enable it, except in CI: with ``CI=true`` and the
 snapshots present, the environment must build and every Detectron2 test must run
-(``NATTK_D2_STRICT=1``: a skip there is a failure, ``tests/detectron2/conftest.py``).
+(``NATTK_D2_STRICT=1``: a skip there is a failure, ``tests/d2/conftest.py``).
 
 Usage: ``python -m nattk.dev.run_tests [--fast] [--only main|detectron2] [PYTEST_ARGS...]``.
 ``NATTK_D2=0`` leaves the Detectron2 part out (said in its line; refused in CI).
@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 from nattk.dev.upstream_sources import UPSTREAMS, default_vendor_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-D2_TESTS = ROOT / "tests" / "detectron2"
+D2_TESTS = ROOT / "tests" / "d2"
 REPORTS = ROOT / "build" / "test-reports"
 SETUP_D2 = ROOT / "tools" / "setup_d2_env.sh"
 #: ``tools/setup_d2_env.sh``'s exit status when an upstream source was found nowhere.

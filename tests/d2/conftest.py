@@ -3,7 +3,8 @@
 ``make test`` runs each file here in a pytest process of its own (Mask2Former and
 OneFormer register the same builtin datasets, so one process can import only one of
 them): ``python -m nattk.dev.run_tests``. Outside that environment every file skips with
-the reason.
+the reason. (The folder is not called ``detectron2``: pytest puts ``tests/`` on
+``sys.path``, where a folder of that name would shadow the package.)
 
 With ``NATTK_D2_STRICT=1``, which the runner sets in CI whenever the upstream snapshots
 exist, a skip is a failure: a missing detectron2 or checkout must never pass as green.
