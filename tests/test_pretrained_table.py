@@ -37,7 +37,22 @@ def test_table_covers_every_variant_and_names_it_in_the_url():
         pretrained_weights("https://example.com/dinat_tiny.pth")
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def _fast_tier_first_of_each_folder(paths):
+    """Each config folder's first config runs in the fast tier; the others are ``slow``."""
+    seen = set()
+    for path in paths:
+        if path.parent in seen:
+            yield pytest.param(path, marks=pytest.mark.slow)
+        else:
+            seen.add(path.parent)
+            yield path
+
+
+@pytest.mark.parametrize(
+    "path",
+    _fast_tier_first_of_each_folder(CONFIGS),
+    ids=lambda p: str(p.relative_to(REPO / "configs")),
+)
 def test_config_starts_from_a_table_checkpoint_of_its_own_variant(path):
     backbone = Config.fromfile(path).model.backbone
     url = backbone.init_cfg.checkpoint

@@ -257,8 +257,10 @@ def _kernels_of(keys):
 
 
 @pytest.mark.compiler
-@pytest.mark.parametrize("heads, dim, dtype", [(2, 32, "float16"), (6, 32, "bfloat16"),
-                                               (3, 48, "float32"), (1, 32, "float16")])  # fmt: skip
+@pytest.mark.parametrize("heads, dim, dtype", [(2, 32, "float16"),
+                                               pytest.param(6, 32, "bfloat16", marks=pytest.mark.slow),
+                                               pytest.param(3, 48, "float32", marks=pytest.mark.slow),
+                                               pytest.param(1, 32, "float16", marks=pytest.mark.slow)])  # fmt: skip
 def test_a_new_image_size_dilation_or_batch_compiles_nothing_new(heads, dim, dtype):
     """One JIT key per kernel over 7 map sizes, 4 dilations, 3 batches, for contiguous
     q/k/v and for views of one qkv tensor (Triton's specialisation of real tensors)."""
@@ -348,8 +350,9 @@ def atomic_counts(monkeypatch):
     return counts
 
 
-@pytest.mark.parametrize("c", [case(1, 20, 32, 2, 32, 7, 1), case(1, 26, 40, 1, 32, 5, 2),
-                               case(1, 26, 20, 1, 32, 11, 1)],
+@pytest.mark.parametrize("c", [case(1, 20, 32, 2, 32, 7, 1),
+                               pytest.param(case(1, 26, 40, 1, 32, 5, 2), marks=pytest.mark.slow),
+                               pytest.param(case(1, 26, 20, 1, 32, 11, 1), marks=pytest.mark.slow)],
                          ids=["k7d1", "k5d2", "k11"])  # fmt: skip
 def test_drpb_is_reduced_per_program_before_the_atomics(c, atomic_counts):
     """Interior programs add one value per window offset (<= the table size), border
@@ -366,6 +369,7 @@ def test_drpb_is_reduced_per_program_before_the_atomics(c, atomic_counts):
     assert sum(atomic_counts) < pairs
 
 
+@pytest.mark.slow
 def test_a_wrong_interior_test_breaks_the_bias_gradient(monkeypatch):
     """Negative control: treating border tiles as interior (clamped windows read as
     centred ones) must break drpb, and only drpb."""
@@ -413,6 +417,7 @@ def test_deterministic_mode_is_not_ignored():
         torch.use_deterministic_algorithms(was)
 
 
+@pytest.mark.slow
 def test_many_images_and_heads_on_one_folded_grid_axis():
     _check_case(case(3, 16, 24, 3, 32, 7, 1), torch.float32, 1e-5)
 
