@@ -305,6 +305,7 @@ def test_torch_backend_does_not_keep_gathered_keys_for_backward():
 
 
 # --------------------------------------------------------------------------- NATTEN / flex
+@pytest.mark.slow
 def test_agrees_with_natten_na2d_on_cpu():
     natten = pytest.importorskip("natten", reason="natten not installed")
     for case in FIXED_CASES:

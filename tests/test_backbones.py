@@ -313,6 +313,7 @@ def test_shape_mismatch_is_an_error(tmp_path):
         ckpt.load_pretrained(create_model("nat_mini", num_classes=0), state)
 
 
+@pytest.mark.slow
 def test_rpb_13_to_21_is_resized_bicubically():
     source = create_model("dinat_large", num_classes=0)
     target = create_model("dinat_large", num_classes=0, kernel_size=11)

@@ -103,6 +103,7 @@ def test_compile_fullgraph_under_autocast_equals_eager():
 
 
 # --------------------------------------------------------------------------- torch.export
+@pytest.mark.slow
 def test_export_keeps_operators_and_decomposes_them():
     model = tiny_dinat().eval()
     x = torch.randn(1, 3, 64, 96)
@@ -154,6 +155,7 @@ def test_onnx_dynamic_backbone_runs_at_two_sizes(tmp_path):
             assert max_abs_difference(model(image), onnxruntime_outputs(path, image)) < 1e-4
 
 
+@pytest.mark.slow
 def test_onnx_file_holds_only_standard_operators(tmp_path):
     onnx = pytest.importorskip("onnx")
     model = tiny_dinat(depths=[1, 1, 1, 1], dilations=[[2], [1], [1], [1]]).eval()

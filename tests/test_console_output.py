@@ -117,6 +117,7 @@ def test_only_the_known_harmless_warnings_are_ignored():
     ]
 
 
+@pytest.mark.slow
 def test_importing_the_cli_module_leaves_the_warning_filters_alone():
     """The pkg_resources filter is installed when a CLI runs, not as an import side effect."""
     code = (

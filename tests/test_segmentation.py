@@ -235,6 +235,7 @@ def test_get_flops_counts_the_640_rows_at_2560x640():
     assert round(sum(p.numel() for p in model.parameters()) / 1e6) == 238
 
 
+@pytest.mark.slow
 def test_mmseg0_checkpoint_converts_and_loads(tmp_path):
     """A synthetic checkpoint in the mmseg 0.20 / mmcv 1.x layout (CLASSES, PALETTE)."""
     from mmengine.runner import load_checkpoint

@@ -42,6 +42,7 @@ def test_stock_mask_rcnn_builds_and_predicts_on_cpu():
     assert result.pred_instances.bboxes.shape[-1] == 4
 
 
+@pytest.mark.slow
 def test_stock_upernet_builds_and_predicts_on_cpu():
     from mmengine.model import revert_sync_batchnorm
     from mmseg.apis import inference_model, init_model

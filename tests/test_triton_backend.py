@@ -177,6 +177,7 @@ def test_non_contiguous_qkv_from_one_projection():
     assert torch.allclose(out, ref, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_module_and_environment_variable_select_triton(monkeypatch):
     torch.manual_seed(0)
     layer = NeighborhoodAttention2D(64, 2, 7, dilation=2).to(DEVICE)

@@ -183,6 +183,7 @@ torch.save({"model": {"backbone." + k: v for k, v in model.state_dict().items()}
 """
 
 
+@pytest.mark.slow
 def test_checkpoint_of_oneformers_own_dinat_loads_with_nothing_missing(tmp_path):
     saved = tmp_path / "oneformer_layout.pth"
     dinat_py = CHECKOUT / "oneformer/modeling/backbone/dinat.py"
