@@ -23,12 +23,20 @@ _PATCHED = "_nattk_reads_safetensors"
 def detectron2_payload(state: Mapping[str, torch.Tensor]) -> dict:
     """Detectron2 model-zoo checkpoint of an official-layout backbone state dict.
 
+    NumPy has no bfloat16: bf16 tensors are stored as float32, which holds every bf16
+    value exactly. Other dtypes (fp16, fp32) keep theirs.
+
     Returns:
         ``{"model": {key: numpy array}, "__author__": "nat-toolkit",
         "matching_heuristics": True}``.
     """
+
+    def as_numpy(value: torch.Tensor):
+        value = value.detach().cpu()
+        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+
     return {
-        "model": {key: value.detach().cpu().numpy() for key, value in state.items()},
+        "model": {key: as_numpy(value) for key, value in state.items()},
         "__author__": "nat-toolkit",
         "matching_heuristics": True,
     }

@@ -39,6 +39,7 @@ from nattk.backbones.checkpoint import (
     read_state_dict,
     resize_rpb,
 )
+from nattk.backbones.files import atomic_output
 from nattk.mask2former.checkpoint import detectron2_payload
 
 
@@ -66,6 +67,30 @@ def checkpoint_kernel_size(state: dict) -> int:
     if len(sizes) != 1:
         raise ValueError(f"cannot tell the kernel size from rpb tables of sizes {sorted(sizes)}")
     return (sizes.pop() + 1) // 2
+
+
+def _write_and_read_back(args, state: dict, path: Path) -> dict:
+    """Writes ``state`` in the ``--to`` format at ``path``; returns what reads back from it."""
+    if args.to == "hf":
+        from nattk.hf.backbone import NattkBackboneConfig, save_backbone_folder
+
+        config = NattkBackboneConfig(
+            variant=args.variant,
+            dilations=args.dilations,
+            kernel_size=args.kernel_size or checkpoint_kernel_size(state),
+            out_features=args.out_features,
+        )
+        return read_state_dict(save_backbone_folder(state, path, config) / "model.safetensors")
+    if args.to == "d2":
+        path.write_bytes(pickle.dumps(detectron2_payload(state)))
+        written = pickle.loads(path.read_bytes())["model"]
+    else:
+        meta = {"source": str(args.src), "converted_by": "nat-toolkit"}
+        torch.save({"state_dict": state, "meta": meta}, path)
+        written = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    if set(written) != set(state):
+        raise RuntimeError(f"{path} does not read back the {len(state)} tensors written")
+    return state
 
 
 def main(argv=None) -> None:
@@ -98,26 +123,10 @@ def main(argv=None) -> None:
     keep = not (args.drop_classifier or args.to == "d2")
     state = convert(args.src, args.kernel_size, keep_classifier=keep)
     dst = Path(args.dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if args.to == "hf":
-        from nattk.hf.backbone import NattkBackboneConfig, save_backbone_folder
-
-        config = NattkBackboneConfig(
-            variant=args.variant,
-            dilations=args.dilations,
-            kernel_size=args.kernel_size or checkpoint_kernel_size(state),
-            out_features=args.out_features,
-        )
-        model_folder = save_backbone_folder(state, dst, config)
-        state = read_state_dict(model_folder / "model.safetensors")  # what was written
-    elif args.to == "d2":
-        with open(dst, "wb") as f:
-            pickle.dump(detectron2_payload(state), f)
-    else:
-        torch.save(
-            {"state_dict": state, "meta": {"source": str(args.src), "converted_by": "nat-toolkit"}},
-            dst,
-        )
+    # Written next to dst and read back; only then moved onto it, so that a failed run
+    # leaves an existing dst byte for byte as it was.
+    with atomic_output(dst, folder=args.to == "hf") as staging:
+        state = _write_and_read_back(args, state, staging)
     print(
         f"wrote {len(state)} tensors ({sum(v.numel() for v in state.values()):,} values) to {dst}",
         file=sys.stderr,

@@ -28,6 +28,7 @@ from typing import Optional
 import torch
 
 from nattk.backbones.checkpoint import load_checkpoint_file
+from nattk.backbones.files import atomic_output
 
 _KEEP_META = ("mmdet_version", "mmcv_version", "epoch", "iter", "config")
 
@@ -111,6 +112,8 @@ def main(argv: Optional[list] = None) -> None:
         ignore_pkg_resources_warning()
         print(check_against_config(converted["state_dict"], args.config, args.allow_missing))
     dst = Path(args.dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(converted, dst)
+    with atomic_output(dst) as staging:  # an existing dst stays as it was if this fails
+        torch.save(converted, staging)
+        # Reads back (the file was just written here; its meta may hold numpy scalars).
+        torch.load(staging, map_location="cpu", weights_only=False)
     print(f"wrote {len(converted['state_dict'])} tensors to {dst}", file=sys.stderr)

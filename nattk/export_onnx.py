@@ -26,6 +26,7 @@ from functools import partial
 import torch
 
 from nattk.backbones.export import export_program, smallest_unpadded_input, to_onnx
+from nattk.backbones.files import atomic_output
 from nattk.dev.onnx_runtime import max_abs_difference, onnxruntime_outputs, onnxruntime_session
 from nattk.export import build_exportable
 from nattk.openmmlab.cli import ignore_pkg_resources_warning
@@ -77,23 +78,43 @@ def main(argv=None) -> int:
         print(f"dynamic height/width from {smallest_unpadded_input(module)} px")
     start = time.perf_counter()
     program = export_program(module, image, dynamic=args.dynamic)
-    path = to_onnx(program, image, args.out)
-    print(f"wrote {path} ({framework} {what}, {time.perf_counter() - start:.1f} s)")
+    # The file is written next to --out and checked there; only a file within
+    # --tolerance replaces --out, so a failed run leaves an existing one as it was.
+    try:
+        with atomic_output(args.out) as staging:
+            to_onnx(program, image, staging)
+            print(f"exported {framework} {what} ({time.perf_counter() - start:.1f} s)")
+            worst = _check(module, staging, [tuple(args.shape), *map(tuple, args.check_shape)],
+                           args.benchmark)  # fmt: skip
+            if worst > args.tolerance:
+                raise _ToleranceExceeded(worst)
+    except _ToleranceExceeded as failed:
+        print(
+            f"FAILED: difference {failed.worst:.2e} above --tolerance {args.tolerance:.0e}; "
+            f"{args.out} not written"
+        )
+        return 1
+    print(f"wrote {args.out}")
+    return 0
 
+
+class _ToleranceExceeded(Exception):
+    def __init__(self, worst: float):
+        super().__init__(worst)
+        self.worst = worst
+
+
+def _check(module, path, shapes, benchmark: int) -> float:
+    """Largest |ONNX Runtime - PyTorch| over ``shapes``; prints each (and timings)."""
     session = onnxruntime_session(path)
     worst = 0.0
-    for shape in [tuple(args.shape), *map(tuple, args.check_shape)]:
+    for shape in shapes:
         check = torch.randn(1, 3, *shape)
         diff = max_abs_difference(_pytorch(module, check), onnxruntime_outputs(session, check))
         worst = max(worst, diff)
         print(f"{shape[0]}x{shape[1]}: max |onnxruntime - pytorch| = {diff:.2e}")
-        if args.benchmark:
-            t_torch = median_ms(partial(_pytorch, module, check), args.benchmark, warmup=1)
-            t_ort = median_ms(
-                partial(onnxruntime_outputs, session, check), args.benchmark, warmup=1
-            )
+        if benchmark:
+            t_torch = median_ms(partial(_pytorch, module, check), benchmark, warmup=1)
+            t_ort = median_ms(partial(onnxruntime_outputs, session, check), benchmark, warmup=1)
             print(f"  latency: pytorch {t_torch:.1f} ms, onnxruntime {t_ort:.1f} ms")
-    if worst > args.tolerance:
-        print(f"FAILED: difference {worst:.2e} above --tolerance {args.tolerance:.0e}")
-        return 1
-    return 0
+    return worst

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from nattk.backbones.attention.indices import axis_tables
+from nattk.backbones.files import atomic_output
 
 PathLike = Union[str, Path]
 
@@ -66,9 +67,9 @@ def save_png(path: PathLike, image: np.ndarray) -> Path:
     import cv2
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(image[:, :, ::-1])):
-        raise OSError(f"could not write {path}")
+    with atomic_output(path) as staging:
+        if not cv2.imwrite(str(staging), np.ascontiguousarray(image[:, :, ::-1])):
+            raise OSError(f"could not write {path}")
     return path
 
 
@@ -113,9 +114,11 @@ def _pyplot():
 def _save(fig, out: PathLike) -> Path:
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    _pyplot().close(fig)
+    try:
+        with atomic_output(out) as staging:
+            fig.savefig(staging)
+    finally:
+        _pyplot().close(fig)
     return out
 
 
