@@ -80,10 +80,17 @@ def recorded_checkout(project: Upstream) -> Optional[Path]:
     """
     record = Path(sys.prefix) / RECORD_NAME
     try:
-        entry = json.loads(record.read_text()).get(project.name)
-    except (OSError, ValueError):
+        return Path(json.loads(record.read_text())[project.name]["path"])
+    except (OSError, ValueError, KeyError, TypeError):  # no record, or not one of ours
         return None
-    return Path(entry["path"]) if entry else None
+
+
+def _is_checkout(path: Path, project: Upstream) -> bool:
+    return all((path / p).is_file() for p in _checkout_files(project))
+
+
+def _checkout_files(project: Upstream) -> tuple:
+    return (f"{project.package}/__init__.py", "train_net.py")
 
 
 def find_checkout(root: Union[str, Path, None] = None, project: Upstream = MASK2FORMER) -> Path:
@@ -98,11 +105,12 @@ def find_checkout(root: Union[str, Path, None] = None, project: Upstream = MASK2
     """
     chosen = root or os.environ.get(project.root_env)
     if not chosen:
+        # As tools/setup_d2_env.sh decides: a sibling folder counts only if it is a checkout.
         sibling, recorded = project.default_root, recorded_checkout(project)
-        chosen = recorded if recorded is not None and not sibling.exists() else sibling
+        use_record = recorded is not None and not _is_checkout(sibling, project)
+        chosen = recorded if use_record else sibling
     chosen = Path(chosen).expanduser().resolve()
-    needed = (f"{project.package}/__init__.py", "train_net.py")
-    missing = [p for p in needed if not (chosen / p).is_file()]
+    missing = [p for p in _checkout_files(project) if not (chosen / p).is_file()]
     if missing:
         raise FileNotFoundError(
             f"{chosen} is not a {project.name} checkout (no {', '.join(missing)}). Run "

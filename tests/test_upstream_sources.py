@@ -226,9 +226,8 @@ def test_runner_is_strict_only_in_ci_with_the_snapshots(tmp_path, monkeypatch):
     monkeypatch.setenv("NATTK_VENDOR_DIR", str(tmp_path))
     monkeypatch.setenv("CI", "true")
     assert not run_tests.strict_detectron2()
-    for upstream in UPSTREAMS:
-        (tmp_path / upstream.archive).write_bytes(b"")
-    assert run_tests.strict_detectron2()
+    (tmp_path / "detectron2-0123456.tar.gz").write_bytes(b"")  # not the pinned commit's
+    assert run_tests.strict_detectron2()  # pins moved without their snapshots: fail, not skip
     monkeypatch.setenv("CI", "false")
     assert not run_tests.strict_detectron2()
 
@@ -243,3 +242,64 @@ def test_summary_lines_count_problems_as_failures(capsys, monkeypatch):
     assert lines[-3] == "main (.venv): 3 passed, 0 failed, 1 skipped in 2 s"
     assert lines[-2].startswith("detectron2: 0 passed, 0 failed") and "exit 1" in lines[-2]
     assert lines[-1] == "total: 3 passed, 1 failed, 1 skipped"
+
+
+_STUB_PYTEST = """#!/bin/sh
+# Stands in for `python -m pytest ...`: copies $STUB_REPORT to --junit-xml, exits $STUB_RC.
+for arg in "$@"; do
+  case "$arg" in --junit-xml=*) [ -n "$STUB_REPORT" ] && cp "$STUB_REPORT" "${arg#--junit-xml=}";; esac
+done
+exit "$STUB_RC"
+"""
+
+
+def _junit(tmp_path: Path, tests: int, failures: int = 0, errors: int = 0, skipped: int = 0):
+    path = tmp_path / f"junit-{tests}-{failures}-{errors}-{skipped}.xml"
+    path.write_text(
+        f'<testsuites><testsuite name="pytest" tests="{tests}" failures="{failures}" '
+        f'errors="{errors}" skipped="{skipped}" time="1.0"/></testsuites>'
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "returncode, counts, expected, problem",
+    [
+        (0, dict(tests=3), (3, 0, 0), None),
+        (1, dict(tests=3, failures=1, errors=1), (1, 2, 0), None),
+        (5, dict(tests=1, skipped=1), (0, 0, 1), None),  # every test of the file skipped
+        (5, dict(tests=0), (0, 0, 0), "no test ran"),
+        (2, dict(tests=2), (2, 0, 0), "exited 2"),  # interrupted, nothing counted as failed
+        (1, None, (0, 0, 0), "with no report"),  # crashed before writing its report
+    ],
+)  # fmt: skip
+def test_runner_counts_and_flags_what_pytest_leaves(
+    tmp_path, returncode, counts, expected, problem
+):
+    stub = tmp_path / "python"
+    stub.write_text(_STUB_PYTEST)
+    stub.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "STUB_RC": str(returncode)}
+    env["STUB_REPORT"] = str(_junit(tmp_path, **counts)) if counts else ""
+    outcome = run_tests.Outcome("detectron2")
+    run_tests.run_pytest(outcome, str(stub), ["tests/d2/x.py"], tmp_path / "r.xml", [], env)
+    assert (outcome.passed, outcome.failed, outcome.skipped) == expected
+    if problem is None:
+        assert outcome.problems == [] and outcome.ok == (expected[1] == 0)
+    else:
+        assert len(outcome.problems) == 1 and problem in outcome.problems[0]
+        assert not outcome.ok
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_missing_sources_skip_with_a_line_but_fail_in_ci(tmp_path, monkeypatch, strict):
+    setup = tmp_path / "setup_d2_env.sh"
+    setup.write_text("exit 3\n")  # what tools/setup_d2_env.sh says when a source is missing
+    monkeypatch.setattr(run_tests, "SETUP_D2", setup)
+    monkeypatch.delenv("NATTK_D2", raising=False)
+    outcome = run_tests.run_detectron2([], strict)
+    if strict:
+        assert not outcome.ok and "setup_d2_env.sh failed (exit 3)" in outcome.problems[0]
+    else:
+        assert outcome.ok and "sources not found" in outcome.line()
+        assert outcome.line().startswith("detectron2: skipped: ")

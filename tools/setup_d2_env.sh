@@ -54,9 +54,22 @@ resolve_sources() {
     return $status
 }
 
+# What the environment depends on: these files, detectron2's revision and the checkout
+# paths (an edit inside a Mask2Former/OneFormer checkout, used in place, needs nothing).
 inputs_hash() {
-    cat pyproject.toml "$CONSTRAINTS" tools/setup_d2_env.sh nattk/dev/upstream_sources.py \
-        "$RECORD" | sha256sum | cut -d' ' -f1
+    {
+        cat pyproject.toml "$CONSTRAINTS" tools/setup_d2_env.sh nattk/dev/upstream_sources.py
+        record_fields "$RECORD"
+    } | sha256sum | cut -d' ' -f1
+}
+
+record_fields() {
+    "$PYTHON" - "$1" <<'PY'
+import json, sys
+record = json.load(open(sys.argv[1]))
+print(record["detectron2"]["revision"])
+print(*(entry["path"] for entry in record.values()))
+PY
 }
 
 env_imports() {
@@ -70,13 +83,11 @@ PY
 
 mkdir -p "$VENV"
 resolve_sources "$RECORD.new" || exit $?
-if [[ -f "$STAMP" && -f "$RECORD" ]] && cmp -s "$RECORD" "$RECORD.new" \
-    && [[ "$(cat "$STAMP")" == "$(inputs_hash)" ]] && env_imports; then
-    rm -f "$RECORD.new"
+mv "$RECORD.new" "$RECORD"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(inputs_hash)" ]] && env_imports; then
     log "environment up to date ($VENV)"
     exit 0
 fi
-mv "$RECORD.new" "$RECORD"
 rm -f "$STAMP"
 
 [[ -x "$VENV/bin/python" ]] || { log "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
@@ -88,7 +99,17 @@ log "installing $TORCH_PIN $TORCHVISION_PIN and build tools"
 
 D2_SRC="$("$VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["detectron2"]["path"])' "$RECORD")"
 D2_REV="$("$VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["detectron2"]["revision"])' "$RECORD")"
-D2_WHEELS="${NATTK_WHEEL_DIR:-$CACHE_DIR/wheels}/detectron2/${D2_REV}-${TORCH_PIN#torch==}"
+# The wheel is specific to the revision, torch, the Python version and whether detectron2's
+# setup.py compiles its CUDA kernels (a visible GPU with nvcc, or FORCE_CUDA=1).
+D2_BUILD_TAG="$("$VENV/bin/python" - <<'PY'
+import os, sys
+import torch
+from torch.utils.cpp_extension import CUDA_HOME
+cuda = (torch.cuda.is_available() and CUDA_HOME is not None) or os.environ.get("FORCE_CUDA") == "1"
+print(f"cp{sys.version_info[0]}{sys.version_info[1]}-{'cuda' if cuda else 'cpu'}")
+PY
+)"
+D2_WHEELS="${NATTK_WHEEL_DIR:-$CACHE_DIR/wheels}/detectron2/${D2_REV}-torch${TORCH_PIN#torch==}-${D2_BUILD_TAG}"
 if ! ls "$D2_WHEELS"/detectron2-*.whl >/dev/null 2>&1; then
     log "building detectron2 ${D2_REV:0:12} into $D2_WHEELS (once per machine; 2-5 min on 2 cores)"
     mkdir -p "$(dirname "$D2_WHEELS")"
@@ -96,7 +117,9 @@ if ! ls "$D2_WHEELS"/detectron2-*.whl >/dev/null 2>&1; then
     trap 'rm -rf "$staging"' EXIT
     # No build isolation: detectron2's setup.py imports the torch it compiles against.
     MAX_JOBS="$(nproc)" "${PIP[@]}" wheel -q --no-build-isolation --no-deps -w "$staging" "$D2_SRC"
-    mv "$staging" "$D2_WHEELS"  # one rename: a failed build leaves no wheel behind
+    # One rename: a failed build leaves no wheel behind. -T: never into an existing folder
+    # (one left empty, or made meanwhile by another run, which is then kept).
+    mv -T "$staging" "$D2_WHEELS" 2>/dev/null || rm -rf "$staging"
     trap - EXIT
 fi
 log "installing detectron2 from $D2_WHEELS"

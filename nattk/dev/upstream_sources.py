@@ -190,9 +190,9 @@ def revision_of(path: Path, upstream: PinnedUpstream) -> str:
     commit = _git(path, "rev-parse", "HEAD") if (path / ".git").exists() else None
     if commit is None:
         return "tree-" + _tree_hash(path, upstream)[:16]
-    changes = _git(path, "status", "--porcelain", "--untracked-files=no")
+    changes = _git(path, "status", "--porcelain")  # untracked files included
     if changes:
-        diff = _git(path, "diff", "HEAD") or changes
+        diff = changes + "\n" + (_git(path, "diff", "HEAD") or "")
         return f"{commit}+dirty-{hashlib.sha256(diff.encode()).hexdigest()[:12]}"
     return commit
 
@@ -222,12 +222,21 @@ def _unpacked_dir(upstream: PinnedUpstream, build_dir: Path) -> Path:
     return build_dir / f"{upstream.name}-{upstream.commit[:12]}"
 
 
-def _publish(staging: Path, target: Path) -> None:
-    """Moves a finished tree into place in one rename (a failed run leaves no half tree)."""
-    if target.exists():  # made meanwhile by another run: keep that one
-        shutil.rmtree(staging, ignore_errors=True)
-        return
-    staging.rename(target)
+def _publish(staging: Path, target: Path, upstream: PinnedUpstream) -> None:
+    """Moves a finished tree into place in one rename (a failed run leaves no half tree).
+
+    A target that is not a checkout (left by an interrupted older run) is replaced; one
+    that another run published meanwhile is kept.
+    """
+    if target.exists() and not is_checkout(target, upstream):
+        shutil.rmtree(target)
+    try:
+        staging.rename(target)
+    except OSError:
+        if not is_checkout(target, upstream):
+            raise
+    if not is_checkout(target, upstream):
+        raise SourceError(f"{target} is not a {upstream.name} tree (no {upstream.marker})")
 
 
 def _from_vendor(upstream: PinnedUpstream, vendor_dir: Path, build_dir: Path):
@@ -251,10 +260,10 @@ def _from_vendor(upstream: PinnedUpstream, vendor_dir: Path, build_dir: Path):
         # this Python has it (3.12, and 3.8.17+ / 3.9.17+ / 3.10.12+ / 3.11.4+).
         extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         tar.extractall(staging, **extra)
-    _publish(staging / upstream.name, target)
-    shutil.rmtree(staging, ignore_errors=True)
-    if not is_checkout(target, upstream):
-        raise SourceError(f"{archive} does not hold a {upstream.name} tree ({upstream.marker})")
+    try:
+        _publish(staging / upstream.name, target, upstream)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return ResolvedSource(upstream, target, "vendor", detail, upstream.commit)
 
 
@@ -267,20 +276,24 @@ def _from_clone(upstream: PinnedUpstream, build_dir: Path, url: Optional[str] = 
     build_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{upstream.name}-", dir=build_dir))
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    # A network that drops packets gives up after 30 s below 1 kB/s, not after minutes.
+    slow = ["-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=30"]
     steps = (
-        ["git", "clone", "--quiet", "--no-checkout", url, str(staging / "repo")],
+        ["git", *slow, "clone", "--quiet", "--no-checkout", url, str(staging / "repo")],
         ["git", "-C", str(staging / "repo"), "checkout", "--quiet", upstream.commit],
     )
     for step in steps:
         try:
-            done = subprocess.run(step, capture_output=True, text=True, env=env, timeout=600)
+            done = subprocess.run(step, capture_output=True, text=True, env=env, timeout=300)
         except (OSError, subprocess.TimeoutExpired):
             done = None
         if done is None or done.returncode != 0:
             shutil.rmtree(staging, ignore_errors=True)
             return None
-    _publish(staging / "repo", target)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _publish(staging / "repo", target, upstream)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return ResolvedSource(upstream, target, "clone", detail, upstream.commit)
 
 

@@ -116,6 +116,7 @@ def test_every_yaml_builds_through_oneformers_setup(config, tmp_path):
     params = sum(p.numel() for p in model.parameters())
     assert abs(params / PUBLISHED_PARAMS - 1) < 0.01, params
     kernel, dilations = cfg.MODEL.DiNAT.KERNEL_SIZE, cfg.MODEL.DiNAT.DILATIONS
+    assert len(model.backbone.levels) == len(dilations) == 4
     for level, values in zip(model.backbone.levels, dilations):
         assert [b.attn.dilation[0] for b in level.blocks] == list(values)
         assert all(b.attn.kernel_size == (kernel, kernel) for b in level.blocks)
