@@ -272,6 +272,7 @@ class LoadReport:
     expected_missing: list[str] = field(default_factory=list)
     expected_unexpected: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
+    resized_sizes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """The one-line log message."""
@@ -283,8 +284,18 @@ class LoadReport:
         if self.expected_unexpected:
             parts.append(f"(classifier tensors, expected: {_compact(self.expected_unexpected)})")
         if self.resized:
-            parts.append(f"rpb resized bicubically: {len(self.resized)}")
+            parts.append(f"rpb resized bicubically: {len(self.resized)} ({self.resize_note()})")
         return ", ".join(parts)
+
+    def resize_note(self) -> str:
+        """``"13x13 -> 21x21: levels.0.blocks.0.attn.rpb, ..."``, one group per size change."""
+        groups: dict[str, list[str]] = {}
+        for key, change in zip(self.resized, self.resized_sizes):
+            groups.setdefault(change, []).append(key)
+        return "; ".join(
+            f"{change}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
+            for change, keys in groups.items()
+        )
 
 
 def _compact(keys: list[str]) -> list[str]:
@@ -307,6 +318,11 @@ def load_pretrained(
         log: Logger for the summary line (default: this module's).
         prefix: Use only the checkpoint keys under this prefix (see :func:`read_state_dict`).
 
+    An rpb table made for another kernel size (``[heads, 2k-1, 2k-1]`` with the model's
+    heads) is resized bicubically, as the published kernel-11 DiNAT-L weights were made
+    from the kernel-7 ones; that is logged at WARNING level with the tensors and sizes,
+    and listed in the report (``resized``, ``resized_sizes``).
+
     Returns:
         A :class:`LoadReport`.
 
@@ -316,13 +332,14 @@ def load_pretrained(
     """
     state = read_state_dict(checkpoint, prefix=prefix)
     target = model.state_dict()
-    resized, mismatched = [], []
+    resized, sizes, mismatched = [], [], []
     for key, value in list(state.items()):
         if key not in target or target[key].shape == value.shape:
             continue
         if key.endswith(".rpb") and value.dim() == 3 and value.shape[0] == target[key].shape[0]:
             state[key] = resize_rpb(value, tuple(target[key].shape[1:]))
             resized.append(key)
+            sizes.append("{}x{} -> {}x{}".format(*value.shape[1:], *target[key].shape[1:]))
         else:
             mismatched.append(
                 f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(target[key].shape)}"
@@ -334,7 +351,9 @@ def load_pretrained(
     unexpected = [k for k in state if k not in target]
     is_classifier_ckpt = any(CLASSIFIER_KEY.match(k) for k in state)
     dense_model = not any(CLASSIFIER_KEY.match(k) for k in target)
-    report = LoadReport(loaded=len(target) - len(missing), total=len(target), resized=resized)
+    report = LoadReport(
+        loaded=len(target) - len(missing), total=len(target), resized=resized, resized_sizes=sizes
+    )
     for key in missing:
         expected = dense_model and is_classifier_ckpt and DENSE_NORM_KEY.match(key)
         (report.expected_missing if expected else report.missing).append(key)
@@ -349,6 +368,13 @@ def load_pretrained(
         )
     model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
     (log or logger).info(report.summary())
+    if report.resized:
+        # Legitimate (the kernel-11 DiNAT-L weights were made this way) but a change of the
+        # weights: shown by default, never only at INFO.
+        (log or logger).warning(
+            f"the checkpoint's rpb tables were made for another kernel size: "
+            f"{len(report.resized)} resized bicubically ({report.resize_note()})"
+        )
     return report
 
 

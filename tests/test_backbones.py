@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -314,11 +315,19 @@ def test_shape_mismatch_is_an_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_rpb_13_to_21_is_resized_bicubically():
+def test_rpb_13_to_21_is_resized_bicubically(caplog):
     source = create_model("dinat_large", num_classes=0)
     target = create_model("dinat_large", num_classes=0, kernel_size=11)
-    report = ckpt.load_pretrained(target, source.state_dict())
+    with caplog.at_level(logging.WARNING, logger=ckpt.logger.name):
+        report = ckpt.load_pretrained(target, source.state_dict())
     assert len(report.resized) == 30 and not report.missing
+    assert set(report.resized_sizes) == {"13x13 -> 21x21"}
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "made for another kernel size: 30 resized bicubically" in warning.getMessage()
+    assert (
+        "13x13 -> 21x21: levels.0.blocks.0.attn.rpb, levels.0.blocks.1.attn.rpb"
+        in warning.getMessage()
+    )
     rpb7 = source.state_dict()["levels.1.blocks.2.attn.rpb"]
     rpb11 = target.state_dict()["levels.1.blocks.2.attn.rpb"]
     expected = torch.nn.functional.interpolate(
