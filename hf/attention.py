@@ -33,6 +33,7 @@ import importlib.util
 import logging
 import math
 import sys
+import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -355,12 +356,37 @@ def use_toolkit_attention(force: bool = False) -> AttentionStatus:
 
 
 def restore_transformers_attention() -> None:
-    """Undoes :func:`use_toolkit_attention` in this process (for comparisons and tests)."""
+    """Undoes :func:`use_toolkit_attention` in this process (for comparisons and tests).
+
+    Without a NATTEN that has ``natten2dqkrpb`` / ``natten2dav`` (0.17 and older),
+    transformers' own Dinat/Nat forward cannot run; its stand-ins raise
+    ``OptionalDependencyNotAvailable``, a ``BaseException`` with no message. They are
+    replaced by functions that raise an ``ImportError`` saying what to do.
+    """
+    modules = {target for target, _ in _STATE.originals if isinstance(target, types.ModuleType)}
     for (target, name), value in _STATE.originals.items():
         setattr(target, name, value)
     _STATE.originals.clear()
     _STATE.status = None
     _STATE.natten_kernels = None
+    if _legacy_natten_kernels() is None:
+        for module in modules:
+            for name in _NATTEN_LEGACY_NAMES:
+                if hasattr(module, name):
+                    setattr(module, name, _natten_missing(name))
+
+
+def _natten_missing(name: str) -> Callable:
+    def missing(*args, **kwargs):
+        version = natten_version()
+        have = f"the installed NATTEN {version} has none" if version else "NATTEN is not installed"
+        raise ImportError(
+            f"transformers' Dinat/Nat attention calls NATTEN's {name}, which only NATTEN 0.17 "
+            f"and older have ({have}); call nattk.hf.use_toolkit_attention() to run these "
+            "models on this toolkit's attention"
+        )
+
+    return missing
 
 
 def attention_status() -> Optional[AttentionStatus]:

@@ -40,6 +40,7 @@ from nattk.hf import (
     restore_transformers_attention,
     use_toolkit_attention,
 )
+from nattk.hf.attention import _legacy_natten_kernels
 
 pytestmark = pytest.mark.skipif(not HAVE_TRANSFORMERS, reason=SKIP_REASON)
 
@@ -250,6 +251,19 @@ def test_the_call_is_idempotent_and_restorable():
     finally:
         use_toolkit_attention()
     assert layer.forward.__module__ == "nattk.hf.attention"
+
+
+def test_after_restoring_a_forward_says_what_to_do_without_natten_0_17(without_toolkit_attention):
+    module = without_toolkit_attention
+    if _legacy_natten_kernels() is not None:
+        pytest.skip("NATTEN <= 0.17 is installed: transformers' own forward runs")
+    config = module.DinatConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
+                                kernel_size=3, dilations=[[1], [1], [1], [1]])  # fmt: skip
+    model = module.DinatModel(config).eval()
+    # An ImportError (an Exception: `except Exception` catches it), not transformers'
+    # OptionalDependencyNotAvailable, a BaseException with an empty message.
+    with pytest.raises(ImportError, match=r"natten2dqkrpb.*call nattk\.hf\.use_toolkit_attention"):
+        model(torch.randn(1, 3, 64, 64))
 
 
 # --------------------------------------------------------------------------- errors
