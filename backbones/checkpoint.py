@@ -23,9 +23,11 @@ the caller opts out with ``allow_missing=True``.
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 from dataclasses import dataclass, field
 from os import PathLike
+from pathlib import Path
 from typing import Mapping, Optional, Union
 
 import torch
@@ -46,7 +48,7 @@ DENSE_NORM_KEY = re.compile(r"^norm\d+\.")
 
 
 def read_state_dict(
-    checkpoint: Union[str, PathLike, Mapping], prefix: Optional[str] = None
+    checkpoint: Union[str, PathLike, Mapping], prefix: Optional[str] = None, trust: bool = False
 ) -> StateDict:
     """Reads a checkpoint and returns a flat state dict in the official key layout.
 
@@ -55,13 +57,16 @@ def read_state_dict(
             already loaded object.
         prefix: Use only the keys under this prefix (e.g. ``"backbone"`` of a detector
             checkpoint, or an EMA copy), with the prefix removed.
+        trust: Unpickle arbitrary objects (see :func:`load_checkpoint_file`).
 
     Raises:
-        ValueError: The object holds no tensors (under ``prefix``), or a
-            ``.safetensors`` file is invalid.
+        ValueError: Not a checkpoint (see :func:`load_checkpoint_file`), or the object
+            holds no tensors (under ``prefix``).
     """
     obj = (
-        load_checkpoint_file(checkpoint) if isinstance(checkpoint, (str, PathLike)) else checkpoint
+        load_checkpoint_file(checkpoint, trust=trust)
+        if isinstance(checkpoint, (str, PathLike))
+        else checkpoint
     )
     while isinstance(obj, Mapping):
         wrapper = next((k for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
@@ -97,23 +102,49 @@ def load_checkpoint_file(path: Union[str, PathLike], trust: bool = False) -> obj
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: A ``.safetensors`` file that is not valid safetensors, or a pickle
-            that weights-only loading refuses (the message says how to trust it).
+        ValueError: ``not a checkpoint: ...`` for a directory, an empty, text, damaged or
+            truncated file, or an invalid ``.safetensors``; or a pickle that weights-only
+            loading refuses (the message names ``trust=True`` / ``--trust``).
     """
-    if str(path).endswith(".safetensors"):
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"not a checkpoint: {path} is a directory")
+    if not path.exists():
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"not a checkpoint: {path} is empty")
+    if path.suffix == ".safetensors":
         return read_safetensors(path)
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (0x80 ..).
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        kind = "text" if _looks_like_text(head) else "neither a zip archive nor a pickle"
+        raise ValueError(f"not a checkpoint: {path} is {kind} (starts with {head[:24]!r})")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # UnpicklingError subclasses and RuntimeError
-        if trust:
-            raise
+    except pickle.UnpicklingError as error:
+        if trust or "weights only load failed" not in str(error).lower():
+            raise ValueError(
+                f"not a checkpoint: {path} could not be unpickled ({error})"
+            ) from error
+        # torch names what it refused as "GLOBAL module.name" inside a long message.
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        refused = f"{found.group(1)} objects" if found else "objects it does not allow"
         raise ValueError(
-            f"{path} holds objects weights-only loading refuses ({error}); if you trust the "
-            "file (e.g. the official shi-labs.com download), load it with trust=True "
-            "(tools: --trust)"
+            f"{path} holds {refused}, which weights-only loading refuses; "
+            "if you trust the file (e.g. the official shi-labs.com download), load it with "
+            "trust=True (load_pretrained, read_state_dict) or --trust "
+            "(tools/convert_checkpoint.py, tools/convert_legacy_checkpoint.py)"
         ) from error
+    except (RuntimeError, EOFError, OSError) as error:  # a damaged or cut-off archive
+        reason = str(error).split(". ")[0].strip() or type(error).__name__
+        raise ValueError(f"not a checkpoint: {path} is damaged or truncated ({reason})") from error
+
+
+def _looks_like_text(head: bytes) -> bool:
+    text = head.decode("utf-8", errors="ignore")  # a character cut at the end is dropped
+    return len(text) >= len(head) // 2 and all(c.isprintable() or c in "\t\n\r" for c in text)
 
 
 def read_safetensors(path: Union[str, PathLike]) -> StateDict:
@@ -308,6 +339,7 @@ def load_pretrained(
     allow_missing: bool = False,
     log: Optional[logging.Logger] = None,
     prefix: Optional[str] = None,
+    trust: bool = False,
 ) -> LoadReport:
     """Loads a checkpoint into a NAT/DiNAT/DiNAT_s model and reports what happened.
 
@@ -317,6 +349,8 @@ def load_pretrained(
         allow_missing: Do not raise when model tensors are absent from the checkpoint.
         log: Logger for the summary line (default: this module's).
         prefix: Use only the checkpoint keys under this prefix (see :func:`read_state_dict`).
+        trust: Unpickle arbitrary objects (see :func:`load_checkpoint_file`); only for
+            files from a trusted source.
 
     An rpb table made for another kernel size (``[heads, 2k-1, 2k-1]`` with the model's
     heads) is resized bicubically, as the published kernel-11 DiNAT-L weights were made
@@ -330,7 +364,7 @@ def load_pretrained(
         ValueError: Missing backbone tensors (unless ``allow_missing``), or tensors
             whose shapes differ (other than a resizable rpb).
     """
-    state = read_state_dict(checkpoint, prefix=prefix)
+    state = read_state_dict(checkpoint, prefix=prefix, trust=trust)
     target = model.state_dict()
     resized, sizes, mismatched = [], [], []
     for key, value in list(state.items()):

@@ -43,9 +43,14 @@ from nattk.backbones.files import atomic_output
 from nattk.mask2former.checkpoint import detectron2_payload
 
 
-def convert(src: str, kernel_size: int | None = None, keep_classifier: bool = True) -> dict:
-    """Returns the official-layout state dict of ``src``, optionally with resized rpb."""
-    state = read_state_dict(src)
+def convert(
+    src: str, kernel_size: int | None = None, keep_classifier: bool = True, trust: bool = False
+) -> dict:
+    """Returns the official-layout state dict of ``src``, optionally with resized rpb.
+
+    ``trust`` unpickles arbitrary objects (only for files from a trusted source).
+    """
+    state = read_state_dict(src, trust=trust)
     if not keep_classifier:
         state = drop_classifier(state)
     if kernel_size is not None:
@@ -106,6 +111,9 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--drop-classifier", action="store_true", help="drop norm.*/head.* (default for --to d2)"
     )
+    parser.add_argument(
+        "--trust", action="store_true", help="load with weights_only=False (trusted files only)"
+    )
     parser.add_argument("--variant", help="--to hf: published variant, e.g. dinat_large")
     parser.add_argument(
         "--dilations", default="imagenet224", help="--to hf: dilation preset (DiNAT, DiNAT_s)"
@@ -121,7 +129,7 @@ def main(argv=None) -> None:
         parser.error("--to hf needs --variant (e.g. --variant dinat_large)")
 
     keep = not (args.drop_classifier or args.to == "d2")
-    state = convert(args.src, args.kernel_size, keep_classifier=keep)
+    state = convert(args.src, args.kernel_size, keep_classifier=keep, trust=args.trust)
     dst = Path(args.dst)
     # Written next to dst and read back; only then moved onto it, so that a failed run
     # leaves an existing dst byte for byte as it was.

@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import pickle
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,13 +60,18 @@ def source(request, tmp_path):
 
 @pytest.fixture
 def no_torch_load(monkeypatch):
-    """A context in which ``torch.load`` (pickle) raises."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"torch.load called on {args[0] if args else kwargs}")
+    """A context in which ``torch.load`` (pickle) raises, except on files under
+    ``outputs`` (a converter reads back what it wrote before it replaces the target)."""
+    real_load = torch.load
 
     @contextlib.contextmanager
-    def context():
+    def context(outputs=None):
+        def refuse(*args, **kwargs):
+            file = args[0] if args else kwargs.get("f")
+            if outputs is not None and Path(file).resolve().is_relative_to(outputs.resolve()):
+                return real_load(*args, **kwargs)
+            raise AssertionError(f"torch.load called on {file}")
+
         with monkeypatch.context() as patch:
             patch.setattr(torch, "load", refuse)
             yield
@@ -100,7 +106,7 @@ def test_read_state_dict_and_load_pretrained(source, no_torch_load):
 def test_convert_checkpoint_cli_reads_safetensors(source, tmp_path, no_torch_load):
     path, expected = source
     toolkit, d2 = tmp_path / "out" / "toolkit.pth", tmp_path / "out" / "d2.pkl"
-    with no_torch_load():
+    with no_torch_load(outputs=toolkit.parent):
         convert_checkpoint.main([str(path), str(toolkit)])
         convert_checkpoint.main([str(path), str(d2), "--to", "d2"])
     assert_same_tensors(torch.load(toolkit, weights_only=True)["state_dict"], expected)
