@@ -2,7 +2,8 @@
 
 import sys
 
+from nattk.cli_errors import run_tool
 from nattk.convert_checkpoint import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -11,7 +11,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import sys
 
+from nattk.cli_errors import run_tool
 from nattk.openmmlab.cli import (
     add_common_args,
     build_runner,
@@ -76,4 +78,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

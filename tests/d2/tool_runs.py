@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_tool(name: str, argv: list, monkeypatch) -> None:
-    """Runs ``python tools/<name> ARGV`` in this process.
+    """Runs ``python tools/<name> ARGV`` in this process and checks it exits with 0.
 
     The script file itself runs, as ``__main__``, with ``sys.argv`` as the shell would
     set it; in-process, so that the toy datasets a test registered are in Detectron2's
@@ -18,7 +18,10 @@ def run_tool(name: str, argv: list, monkeypatch) -> None:
     """
     script = REPO / "tools" / name
     monkeypatch.setattr(sys, "argv", [str(script), *argv])
-    runpy.run_path(str(script), run_name="__main__")
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as end:  # the tool's sys.exit(status)
+        assert end.code in (None, 0), f"{name} exited with {end.code}"
 
 
 def logged_results(output_dir: Path) -> dict:
