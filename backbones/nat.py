@@ -95,7 +95,9 @@ class NeighborhoodTransformer(nn.Module):
             )
         dilations = self._check_dilations(dilations, depths)
         out_indices = tuple(out_indices)
-        if num_classes == 0 and (not out_indices or any(not 0 <= i < levels for i in out_indices)):
+        # Checked for classifiers too (which return logits and ignore them): a wrong index
+        # is a mistake wherever it is given.
+        if any(not 0 <= i < levels for i in out_indices) or (num_classes == 0 and not out_indices):
             raise ValueError(
                 f"out_indices {out_indices} must be a non-empty subset of 0..{levels - 1}"
             )
@@ -233,6 +235,11 @@ class NeighborhoodTransformer(nn.Module):
         if x.shape[1] != self.in_chans:
             raise ValueError(
                 f"expected {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})"
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"expected a floating-point image batch, got {x.dtype}: convert it (e.g. "
+                "x.float(), then normalise as the model was trained) before the forward pass"
             )
 
     def _run_blocks(self, stage: NALevel, x: torch.Tensor) -> torch.Tensor:

@@ -167,16 +167,37 @@ def create_model(
         raise ValueError(f"unknown model {name!r}; choose from {sorted(VARIANTS)}")
     variant = VARIANTS[name]
     if variant.family == _NAT:
-        if dilations not in (None, "imagenet224") and any(
-            d != 1 for level in _as_list(dilations) for d in level
-        ):
-            raise ValueError(
-                f"{name} is a NAT model (dilation 1 everywhere); use a dinat_* model for dilations"
-            )
+        check_nat_dilations(name, dilations)
         dilations = None
     kwargs = {"drop_path_rate": variant.drop_path_rate, "num_classes": num_classes, **kwargs}
     arch = name[len(variant.family) + 1 :]
     return FAMILIES[variant.family](**variant_kwargs(variant.family, arch, dilations, **kwargs))
+
+
+def check_nat_dilations(name: str, dilations: Union[str, list, None]) -> None:
+    """Refuses dilations for a NAT model, which has dilation 1 everywhere.
+
+    ``None``, the default preset name ``"imagenet224"`` and all-1 lists pass; a DiNAT
+    preset, an unknown name or a list with another value are refused alike.
+
+    Raises:
+        ValueError: Naming the model and what was given.
+    """
+    if isinstance(dilations, str) and dilations != "imagenet224":
+        presets = sorted({p for table in DILATION_PRESETS.values() for p in table})
+        what = (
+            f"{dilations!r} is a DiNAT dilation preset"
+            if dilations in presets
+            else f"unknown dilation preset {dilations!r} (DiNAT presets: {presets})"
+        )
+        raise ValueError(
+            f"{name} is a NAT model (dilation 1 everywhere): {what}; use a dinat_* model "
+            "for dilations, or leave dilations unset"
+        )
+    if any(d != 1 for level in _as_list(dilations) for d in level):
+        raise ValueError(
+            f"{name} is a NAT model (dilation 1 everywhere); use a dinat_* model for dilations"
+        )
 
 
 def _as_list(dilations) -> list:

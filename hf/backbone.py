@@ -50,6 +50,8 @@ except ImportError as error:  # transformers 4.x: other backbone conventions
 from nattk.backbones import VARIANTS, create_model, load_pretrained
 from nattk.backbones.attention import NeighborhoodAttention2D
 from nattk.backbones.layers import NALayer
+from nattk.backbones.nat import NeighborhoodTransformer
+from nattk.backbones.variants import check_nat_dilations, dilation_preset
 
 MODEL_TYPE = "nattk"
 _FIXED_OUTPUTS = (
@@ -122,7 +124,10 @@ class NattkBackboneConfig(BackboneConfigMixin, PreTrainedConfig):
             raise ValueError(f"unknown variant {self.variant!r}; choose from {sorted(VARIANTS)}")
         if isinstance(self.kernel_size, bool) or not isinstance(self.kernel_size, int):
             raise ValueError(f"kernel_size must be an int, got {self.kernel_size!r}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive, got {self.kernel_size}")
         depths = self.depths if self.depths is not None else VARIANTS[self.variant].depths
+        self._check_dilations(list(depths))
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, len(depths) + 1)]
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None),
@@ -134,6 +139,17 @@ class NattkBackboneConfig(BackboneConfigMixin, PreTrainedConfig):
                 f"got out_features {self.out_features}"
             )
         super().__post_init__(**kwargs)
+
+    def _check_dilations(self, depths: list) -> None:
+        """The core's own rules, at once rather than when the model is built."""
+        family = VARIANTS[self.variant].family
+        if family == "nat":
+            check_nat_dilations(self.variant, self.dilations)
+            return
+        dilations = self.dilations
+        if isinstance(dilations, str):
+            dilations = dilation_preset(family, dilations, depths)
+        NeighborhoodTransformer._check_dilations(dilations, depths)
 
     def core_kwargs(self) -> dict:
         """Arguments of :func:`nattk.backbones.create_model` for this configuration."""
