@@ -28,15 +28,47 @@ def ignore_pkg_resources_warning() -> None:
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 
+class KeyValueAction(DictAction):
+    """MMEngine's ``DictAction`` that names an item without ``=`` instead of failing inside."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for item in values:
+            if "=" not in item:
+                parser.error(f"{option_string} takes KEY=VALUE items; got {item!r}")
+        super().__call__(parser, namespace, values, option_string)
+
+
+def check_new_keys(cfg: Config, options: dict) -> None:
+    """Refuses ``--cfg-options`` keys whose top level the config does not have.
+
+    MMEngine merges any key, so a typo (``totally_bogus_key=1``, ``trian_cfg.x=1``) would
+    be added silently and ignored by the run.
+
+    Raises:
+        ValueError: Naming the keys, with the config's own top-level keys.
+    """
+    unknown = [key for key in options if key.split(".", 1)[0] not in cfg]
+    if unknown:
+        raise ValueError(
+            f"--cfg-options {', '.join(unknown)}: the config has no such top-level key "
+            f"(it has {', '.join(sorted(cfg.keys()))}); pass --allow-new-keys to add it"
+        )
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Adds ``--work-dir``, ``--cfg-options``, ``--launcher`` and ``--local-rank``."""
     parser.add_argument("--work-dir", help="where logs and checkpoints go")
     parser.add_argument(
         "--cfg-options",
         nargs="+",
-        action=DictAction,
+        action=KeyValueAction,
         help="override config keys, e.g. train_cfg.max_epochs=12 model.backbone.with_cp=True; "
         'lists as key="[a,b]"',
+    )
+    parser.add_argument(
+        "--allow-new-keys",
+        action="store_true",
+        help="let --cfg-options add top-level keys the config does not have",
     )
     parser.add_argument(
         "--launcher",
@@ -67,6 +99,8 @@ def load_config(args: argparse.Namespace) -> Config:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options:
+        if not getattr(args, "allow_new_keys", False):
+            check_new_keys(cfg, args.cfg_options)
         cfg.merge_from_dict(args.cfg_options)
     framework_of(cfg)
     if args.work_dir is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -50,3 +52,46 @@ def test_hugging_face_config_refuses_in_its_constructor(kwargs, message):
 
     with pytest.raises(ValueError, match=message):
         NattkBackboneConfig(**kwargs)
+
+
+def _parse(*argv: str):
+    import argparse
+
+    from nattk.openmmlab.cli import add_common_args
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config")
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+QUICKSTART_SEG = str(
+    Path(__file__).resolve().parents[1] / "configs/quickstart/upernet_dinat-toy_toy-ade20k.py"
+)
+
+
+def test_cfg_options_refuse_a_top_level_key_the_config_lacks():
+    pytest.importorskip("mmengine")
+    from nattk.openmmlab.cli import load_config
+
+    with pytest.raises(
+        ValueError,
+        match=r"totally_bogus_key: the config has no such top-level key .*--allow-new-keys",
+    ):
+        load_config(
+            _parse(QUICKSTART_SEG, "--cfg-options", "totally_bogus_key=1", "train_cfg.max_iters=3")
+        )
+    cfg = load_config(_parse(QUICKSTART_SEG, "--cfg-options", "train_cfg.max_iters=3"))
+    assert cfg.train_cfg.max_iters == 3
+    cfg = load_config(_parse(QUICKSTART_SEG, "--allow-new-keys", "--cfg-options", "extra=1"))
+    assert cfg.extra == 1
+
+
+def test_cfg_options_item_without_equals_is_an_argparse_error(capsys):
+    pytest.importorskip("mmengine")
+    with pytest.raises(SystemExit) as end:
+        _parse(QUICKSTART_SEG, "--cfg-options", "train_cfg.max_iters")
+    assert end.value.code == 2
+    assert (
+        "--cfg-options takes KEY=VALUE items; got 'train_cfg.max_iters'" in capsys.readouterr().err
+    )
