@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nattk.inference import load_model, predict_overlay
+from nattk.inference import load_model, predict_overlay, read_rgb
 from nattk.openmmlab.cli import ignore_pkg_resources_warning
 from nattk.visualize import save_png
 
@@ -36,6 +36,7 @@ def main(argv=None) -> Path:
     for path in (args.image, args.config, args.checkpoint):
         if not path.is_file():
             parser.error(f"no such file: {path}")
+    read_rgb(args.image)  # a damaged image is refused before the model is built
     model = load_model(args.config, args.checkpoint, device=args.device)
     out = args.out or Path(f"{args.image.stem}_pred.png")
     save_png(out, predict_overlay(model, args.image, args.score_thr))

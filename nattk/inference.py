@@ -145,13 +145,19 @@ def read_rgb(path: PathLike) -> np.ndarray:
     """Reads an image file as RGB ``uint8``.
 
     Raises:
-        FileNotFoundError: The file does not exist or is not an image.
+        FileNotFoundError: The file does not exist.
+        ValueError: The file is not an image, or a damaged or truncated one.
     """
-    import cv2
+    import mmcv
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such image: {path}")
+    # mmcv's decoder, as the frameworks' LoadImageFromFile uses: it refuses a cut-off
+    # JPEG that cv2.imread would half-decode.
+    image = mmcv.imfrombytes(path.read_bytes(), flag="color", channel_order="bgr")
     if image is None:
-        raise FileNotFoundError(f"cannot read an image from {path}")
+        raise ValueError(f"not an image that can be decoded: {path} (damaged or truncated?)")
     return image[:, :, ::-1].copy()
 
 

@@ -95,3 +95,24 @@ def test_cfg_options_item_without_equals_is_an_argparse_error(capsys):
     assert (
         "--cfg-options takes KEY=VALUE items; got 'train_cfg.max_iters'" in capsys.readouterr().err
     )
+
+
+def test_demo_refuses_a_truncated_image_before_building_the_model(tmp_path, monkeypatch):
+    pytest.importorskip("mmcv")
+    import cv2
+    import numpy as np
+
+    from nattk import demo
+
+    image = tmp_path / "cut.jpg"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    image.write_bytes(image.read_bytes()[:300])
+    checkpoint = tmp_path / "model.pth"
+    checkpoint.write_bytes(b"PK\x03\x04")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built before the image was checked")
+
+    monkeypatch.setattr(demo, "load_model", never)
+    with pytest.raises(ValueError, match=r"not an image that can be decoded: .*cut\.jpg"):
+        demo.main([str(image), QUICKSTART_SEG, str(checkpoint)])
