@@ -107,20 +107,9 @@ def load_checkpoint_file(path: Union[str, PathLike], trust: bool = False) -> obj
             loading refuses (the message names ``trust=True`` / ``--trust``).
     """
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"not a checkpoint: {path} is a directory")
-    if not path.exists():
-        raise FileNotFoundError(f"no such checkpoint: {path}")
-    if path.stat().st_size == 0:
-        raise ValueError(f"not a checkpoint: {path} is empty")
+    check_checkpoint_file(path)
     if path.suffix == ".safetensors":
         return read_safetensors(path)
-    with open(path, "rb") as handle:
-        head = handle.read(64)
-    # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (0x80 ..).
-    if not head.startswith((b"PK\x03\x04", b"\x80")):
-        kind = "text" if _looks_like_text(head) else "neither a zip archive nor a pickle"
-        raise ValueError(f"not a checkpoint: {path} is {kind} (starts with {head[:24]!r})")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as error:
@@ -140,6 +129,32 @@ def load_checkpoint_file(path: Union[str, PathLike], trust: bool = False) -> obj
     except (RuntimeError, EOFError, OSError) as error:  # a damaged or cut-off archive
         reason = str(error).split(". ")[0].strip() or type(error).__name__
         raise ValueError(f"not a checkpoint: {path} is damaged or truncated ({reason})") from error
+
+
+def check_checkpoint_file(path: Union[str, PathLike]) -> None:
+    """Refuses, without loading it, what cannot be a checkpoint file.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: ``not a checkpoint: ...``: a directory, an empty or text file, or one
+            that is neither ``torch.save``'s zip archive nor its legacy pickle (a
+            ``.safetensors`` file is checked by its reader).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"not a checkpoint: {path} is a directory")
+    if not path.exists():
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"not a checkpoint: {path} is empty")
+    if path.suffix == ".safetensors":
+        return
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (0x80 ..).
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        kind = "text" if _looks_like_text(head) else "neither a zip archive nor a pickle"
+        raise ValueError(f"not a checkpoint: {path} is {kind} (starts with {head[:24]!r})")
 
 
 def _looks_like_text(head: bytes) -> bool:

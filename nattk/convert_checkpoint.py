@@ -69,6 +69,12 @@ def checkpoint_kernel_size(state: dict) -> int:
         ValueError: No rpb, or rpb tables of several sizes.
     """
     sizes = {v.shape[-1] for k, v in state.items() if k.endswith(".rpb")}
+    if not sizes:
+        some = ", ".join(list(state)[:3])
+        raise ValueError(
+            f"the checkpoint has no rpb tables ({len(state)} tensors: {some}, ...), so it "
+            "is not a NAT/DiNAT/DiNAT_s one, or not in a layout this toolkit reads"
+        )
     if len(sizes) != 1:
         raise ValueError(f"cannot tell the kernel size from rpb tables of sizes {sorted(sizes)}")
     return (sizes.pop() + 1) // 2

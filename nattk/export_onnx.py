@@ -65,6 +65,9 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     ignore_pkg_resources_warning()
+    for shape in [args.shape, *(args.check_shape or [])]:
+        if min(shape) < 1:
+            parser.error(f"image sizes must be positive, got {shape[0]} {shape[1]}")
     if args.check_shape and not args.dynamic:
         parser.error("--check-shape needs --dynamic (a fixed-shape file takes one size only)")
     if args.dynamic and not args.backbone:

@@ -116,3 +116,47 @@ def test_demo_refuses_a_truncated_image_before_building_the_model(tmp_path, monk
     monkeypatch.setattr(demo, "load_model", never)
     with pytest.raises(ValueError, match=r"not an image that can be decoded: .*cut\.jpg"):
         demo.main([str(image), QUICKSTART_SEG, str(checkpoint)])
+
+
+def test_resume_with_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path):
+    pytest.importorskip("mmengine")
+    import subprocess
+    import sys
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("epoch 3 looked good\n")
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "tools/train.py", QUICKSTART_SEG, "--resume", str(notes),
+         "--work-dir", str(tmp_path / "w")],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [f"error: not a checkpoint: {notes} is text "
+                                                "(starts with b'epoch 3 looked good\\n')"]  # fmt: skip
+
+
+def test_export_refuses_an_empty_shape_before_building(capsys):
+    pytest.importorskip("mmseg")
+    from nattk import export_onnx
+
+    with pytest.raises(SystemExit) as end:
+        export_onnx.main([QUICKSTART_SEG, "--shape", "0", "0", "--out", "x.onnx"])
+    assert (
+        end.value.code == 2 and "image sizes must be positive, got 0 0" in capsys.readouterr().err
+    )
+
+
+def test_to_hf_without_rpb_says_what_the_file_is(tmp_path):
+    import torch as _torch
+
+    from nattk import convert_checkpoint
+
+    src = tmp_path / "resnet.pth"
+    _torch.save({"conv1.weight": _torch.zeros(1), "fc.weight": _torch.zeros(1)}, src)
+    with pytest.raises(
+        ValueError, match=r"no rpb tables \(2 tensors: conv1.weight, fc.weight, ...\)"
+    ):
+        convert_checkpoint.main(
+            [str(src), str(tmp_path / "out"), "--to", "hf", "--variant", "dinat_tiny"]
+        )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nattk.backbones.checkpoint import check_checkpoint_file
 from nattk.cli_errors import run_tool
 from nattk.openmmlab.cli import (
     add_common_args,
@@ -67,6 +68,7 @@ def main(argv=None) -> None:
     if args.resume == "auto":
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
+        check_checkpoint_file(args.resume)  # one line for a wrong file, not torch's pickle error
         cfg.resume, cfg.load_from = True, args.resume
 
     runner = build_runner(cfg)
