@@ -35,6 +35,8 @@ def user_message(error: BaseException) -> Optional[str]:
         # anywhere else is a bug and keeps its traceback.
         text = str(error.args[0]) if error.args else ""
         return text if "registry" in text else None
+    if isinstance(error, NattkError):  # written for the terminal: its lines are kept
+        return str(error).strip() or type(error).__name__
     if isinstance(error, USER_ERRORS):
         text = str(error).strip()
         if isinstance(error, OSError) and error.filename and error.strerror:

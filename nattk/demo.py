@@ -32,12 +32,17 @@ def main(argv=None) -> Path:
     parser.add_argument("--out", type=Path, default=None, help="default: <image stem>_pred.png")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--score-thr", type=float, default=0.5, help="detections below are hidden")
+    parser.add_argument(
+        "--allow-partial", action="store_true", help="load a checkpoint that does not fit"
+    )
     args = parser.parse_args(argv)
     for path in (args.image, args.config, args.checkpoint):
         if not path.is_file():
             parser.error(f"no such file: {path}")
     read_rgb(args.image)  # a damaged image is refused before the model is built
-    model = load_model(args.config, args.checkpoint, device=args.device)
+    model = load_model(
+        args.config, args.checkpoint, device=args.device, allow_partial=args.allow_partial
+    )
     out = args.out or Path(f"{args.image.stem}_pred.png")
     save_png(out, predict_overlay(model, args.image, args.score_thr))
     print(f"wrote {out}", file=sys.stderr)

@@ -40,8 +40,14 @@ class ResizedSegmentorLogits(nn.Module):
         return self.segmentor.encode_decode(image, metas)
 
 
-def build_exportable(config: str, checkpoint: Optional[str] = None, backbone_only: bool = False):
-    """The eval-mode module to export from ``config`` (and ``checkpoint``).
+def build_exportable(
+    config: str,
+    checkpoint: Optional[str] = None,
+    backbone_only: bool = False,
+    allow_partial: bool = False,
+):
+    """The eval-mode module to export from ``config`` (and ``checkpoint``, refused when
+    it does not fit the model unless ``allow_partial``: see :func:`nattk.inference.load_model`).
 
     Returns:
         ``(module, framework)``; SyncBN is reverted to BN (it cannot run on CPU).
@@ -61,7 +67,8 @@ def build_exportable(config: str, checkpoint: Optional[str] = None, backbone_onl
             "whole-detector export is not supported (post-processing and RoI ops); "
             "pass --backbone to export the backbone of a detection config"
         )
-    model = revert_sync_batchnorm(load_model(cfg, checkpoint, device="cpu")).eval()
+    model = load_model(cfg, checkpoint, device="cpu", allow_partial=allow_partial)
+    model = revert_sync_batchnorm(model).eval()
     if backbone_only:
         return model.backbone, framework
     from nattk.segmentation.complexity import has_plain_decode_head

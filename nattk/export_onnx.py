@@ -61,6 +61,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--tolerance", type=float, default=1e-4)
     parser.add_argument(
+        "--allow-partial", action="store_true", help="load a checkpoint that does not fit"
+    )
+    parser.add_argument(
         "--benchmark", type=int, default=0, metavar="N", help="time N runs of each (median)"
     )
     args = parser.parse_args(argv)
@@ -74,7 +77,9 @@ def main(argv=None) -> int:
         # The decode heads' adaptive pooling (UperNet's PPM) exports for one size only.
         parser.error("--dynamic exports backbones only (--backbone); segmentors are fixed-shape")
 
-    module, framework = build_exportable(args.config, args.checkpoint, args.backbone)
+    module, framework = build_exportable(
+        args.config, args.checkpoint, args.backbone, allow_partial=args.allow_partial
+    )
     what = "backbone" if args.backbone else "segmentor"
     image = torch.randn(1, 3, *args.shape)
     if args.dynamic:

@@ -16,13 +16,20 @@ from mmengine.logging import MMLogger
 
 from nattk.openmmlab.cli import framework_of
 from nattk.openmmlab.compat import checkpoint_allowlist
+from nattk.openmmlab.strict_load import check_checkpoint_fits
 from nattk.visualize import class_palette, overlay_instances, overlay_semantic
 
 PathLike = Union[str, Path]
 
 
-def load_model(config, checkpoint: Optional[PathLike] = None, device: str = "cpu"):
+def load_model(
+    config, checkpoint: Optional[PathLike] = None, device: str = "cpu", allow_partial: bool = False
+):
     """Builds the model of ``config`` (a path or a loaded Config) and loads ``checkpoint``.
+
+    A checkpoint that leaves model tensors unfilled, holds tensors the model lacks or
+    tensors of another shape is refused (:func:`~nattk.openmmlab.strict_load.check_checkpoint_fits`)
+    unless ``allow_partial``.
 
     ``checkpoint`` may be an MMEngine checkpoint, ``{'state_dict': ...}`` or a bare state
     dict. Class names and palette come from its ``meta['dataset_meta']`` (or the
@@ -35,10 +42,13 @@ def load_model(config, checkpoint: Optional[PathLike] = None, device: str = "cpu
     Raises:
         ValueError: Neither the checkpoint nor the config's ``test_dataloader`` names
             the classes.
+        PartialCheckpointError: The checkpoint does not fit the model.
     """
     cfg = Config.fromfile(str(config)) if isinstance(config, (str, Path)) else config
     framework = framework_of(cfg)
     model = _build(cfg, framework, device)
+    if checkpoint is not None:
+        check_checkpoint_fits(model, str(checkpoint), allow_partial)
     with checkpoint_allowlist():
         saved = None if checkpoint is None else _load_weights(model, checkpoint)
     model.dataset_meta = _dataset_meta(cfg, framework, saved, checkpoint, model)

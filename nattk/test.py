@@ -27,12 +27,16 @@ from nattk.openmmlab.cli import (
     parse,
 )
 from nattk.openmmlab.compat import checkpoint_allowlist
+from nattk.openmmlab.strict_load import check_checkpoint_fits
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Test (and evaluate) a detector or segmentor")
     parser.add_argument("config", help="test config file path")
     parser.add_argument("checkpoint", help="checkpoint file")
+    parser.add_argument(
+        "--allow-partial", action="store_true", help="load a checkpoint that does not fit"
+    )
     parser.add_argument(
         "--out",
         help="mmdet: .pkl file for the raw predictions; mmseg: directory for prediction pngs",
@@ -138,6 +142,8 @@ def main(argv=None) -> None:
         cfg.test_evaluator["keep_results"] = True
 
     runner = build_runner(cfg)
+    # MMEngine would load what fits and log the rest: refuse a checkpoint that does not fit.
+    check_checkpoint_fits(runner.model, args.checkpoint, args.allow_partial)
     if args.out is not None and framework == "mmdet":
         from mmdet.evaluation import DumpDetResults
 

@@ -26,7 +26,8 @@ def _raising(error: BaseException):
     [
         (ValueError("unknown model 'dinat_huge'"), "error: unknown model 'dinat_huge'"),
         (FileNotFoundError(2, "No such file or directory", "a.py"), "error: No such file or directory: a.py"),
-        (NattkError("map too small\n  for kernel 7"), "error: map too small for kernel 7"),
+        (ValueError("map too small\n  for kernel 7"), "error: map too small for kernel 7"),
+        (NattkError("does not fit:\n  missing: a.*"), "error: does not fit:\n  missing: a.*"),
         (KeyError("DiNATT is not in the mmdet::model registry"), "error: DiNATT is not in the mmdet::model registry"),
     ],
 )  # fmt: skip
