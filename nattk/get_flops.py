@@ -94,6 +94,8 @@ def main(argv=None) -> None:
         "dilation does not change the FLOPs)",
     )
     args = parser.parse_args(argv)
+    if args.shape is not None and min(args.shape) < 1:
+        parser.error(f"image sizes must be positive, got {args.shape[0]} {args.shape[1]}")
     if args.model.endswith(".py"):
         from nattk.openmmlab.cli import ignore_pkg_resources_warning
 

@@ -17,6 +17,7 @@ from typing import Optional, TextIO
 import torch
 
 from nattk import make_toy_dataset
+from nattk.backbones.files import atomic_output
 from nattk.capture import output_to_log, tail
 from nattk.progress import LABEL, ProgressBar
 from nattk.quickstart_config import TASKS, evaluation_points, prepare_config, torch_threads
@@ -140,7 +141,8 @@ def run_task(
         log=str(out / LOG_NAME),
         pictures=[str(p) for p in pictures],
     )
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    with atomic_output(out / "metrics.json") as staging:
+        staging.write_text(json.dumps(result, indent=2))
     return result
 
 
