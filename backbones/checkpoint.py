@@ -113,13 +113,15 @@ def load_checkpoint_file(path: Union[str, PathLike], trust: bool = False) -> obj
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as error:
-        if trust or "weights only load failed" not in str(error).lower():
-            raise ValueError(
-                f"not a checkpoint: {path} could not be unpickled ({error})"
-            ) from error
-        # torch names what it refused as "GLOBAL module.name" inside a long message.
+        # torch names a refused class as "GLOBAL module.name"; any other failure of the
+        # weights-only unpickler is a damaged file, which trusting would not help.
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        refused = f"{found.group(1)} objects" if found else "objects it does not allow"
+        if trust or found is None:
+            reason = str(error).split(". ")[0].strip()
+            raise ValueError(
+                f"not a checkpoint: {path} could not be unpickled ({reason})"
+            ) from error
+        refused = f"{found.group(1)} objects"
         raise ValueError(
             f"{path} holds {refused}, which weights-only loading refuses; "
             "if you trust the file (e.g. the official shi-labs.com download), load it with "

@@ -36,8 +36,9 @@ def atomic_output(destination: Union[str, os.PathLike], folder: bool = False) ->
 
     Args:
         destination: The file (or, with ``folder``, the directory) to produce.
-        folder: The output is a directory (e.g. a ``save_pretrained`` folder). An existing
-            destination directory is replaced whole, only after the new one is complete.
+        folder: The output is a directory (e.g. a ``save_pretrained`` folder). Into an
+            existing directory, the finished files replace their namesakes one by one,
+            only after all of them were written; its other files stay.
 
     Raises:
         IsADirectoryError: ``destination`` is an existing directory but a file is written.
@@ -62,17 +63,18 @@ def atomic_output(destination: Union[str, os.PathLike], folder: bool = False) ->
         staging = Path(name)
     try:
         yield staging
-        # mkstemp/mkdtemp make owner-only entries; give the output the usual permissions.
-        os.chmod(staging, (0o777 if folder else 0o666) & ~_umask())
         if folder and destination.is_dir():
-            retired = Path(
-                tempfile.mkdtemp(prefix=f".{destination.stem}.old-", dir=destination.parent)
-            )
-            os.replace(destination, retired / destination.name)
-            os.replace(staging, destination)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, destination)
+            # Into an existing folder: each finished file replaces its namesake; other
+            # files there (a user's models folder) stay.
+            for entry in sorted(staging.iterdir()):
+                os.replace(entry, destination / entry.name)
+            staging.rmdir()
+            return
+        # mkstemp/mkdtemp make owner-only entries: keep a replaced file's mode, else the
+        # usual permissions.
+        mode = destination.stat().st_mode & 0o777 if destination.is_file() else None
+        os.chmod(staging, mode if mode is not None else (0o777 if folder else 0o666) & ~_umask())
+        os.replace(staging, destination)
     except BaseException:
         _remove(staging)
         raise

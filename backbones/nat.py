@@ -96,8 +96,10 @@ class NeighborhoodTransformer(nn.Module):
         dilations = self._check_dilations(dilations, depths)
         out_indices = tuple(out_indices)
         # Checked for classifiers too (which return logits and ignore them): a wrong index
-        # is a mistake wherever it is given.
-        if any(not 0 <= i < levels for i in out_indices) or (num_classes == 0 and not out_indices):
+        # is a mistake wherever it is given; the default fits any depth a classifier has.
+        given = num_classes == 0 or out_indices != (0, 1, 2, 3)
+        out_of_range = given and any(not 0 <= i < levels for i in out_indices)
+        if out_of_range or (num_classes == 0 and not out_indices):
             raise ValueError(
                 f"out_indices {out_indices} must be a non-empty subset of 0..{levels - 1}"
             )

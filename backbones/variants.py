@@ -155,8 +155,9 @@ def create_model(
     Args:
         name: One of :data:`VARIANTS` (e.g. ``"dinat_tiny"``).
         num_classes: ``1000`` for the ImageNet classifier; ``0`` for the dense backbone.
-        dilations: Preset name or nested list (DiNAT / DiNAT_s only; ignored for NAT,
-            which always uses dilation 1).
+        dilations: Preset name or nested list. NAT always uses dilation 1: it takes any
+            known preset name and all-1 lists, and refuses an unknown name or another
+            value (:func:`check_nat_dilations`).
         **kwargs: Any :class:`~.nat.NeighborhoodTransformer` argument
             (``kernel_size``, ``out_indices``, ``frozen_stages``, ``drop_path_rate``, ...).
 
@@ -177,23 +178,21 @@ def create_model(
 def check_nat_dilations(name: str, dilations: Union[str, list, None]) -> None:
     """Refuses dilations for a NAT model, which has dilation 1 everywhere.
 
-    ``None``, the default preset name ``"imagenet224"`` and all-1 lists pass; a DiNAT
-    preset, an unknown name or a list with another value are refused alike.
+    ``None``, any known preset name (a preset names the input size a recipe was made
+    for; for NAT every one means dilation 1) and all-1 lists pass; an unknown name is
+    refused with the valid ones, and a list with another value like a DiNAT model's.
 
     Raises:
         ValueError: Naming the model and what was given.
     """
-    if isinstance(dilations, str) and dilations != "imagenet224":
+    if isinstance(dilations, str):
         presets = sorted({p for table in DILATION_PRESETS.values() for p in table})
-        what = (
-            f"{dilations!r} is a DiNAT dilation preset"
-            if dilations in presets
-            else f"unknown dilation preset {dilations!r} (DiNAT presets: {presets})"
-        )
-        raise ValueError(
-            f"{name} is a NAT model (dilation 1 everywhere): {what}; use a dinat_* model "
-            "for dilations, or leave dilations unset"
-        )
+        if dilations not in presets:
+            raise ValueError(
+                f"unknown dilation preset {dilations!r} for {name}; choose from {presets} "
+                "(all mean dilation 1 for a NAT model)"
+            )
+        return
     if any(d != 1 for level in _as_list(dilations) for d in level):
         raise ValueError(
             f"{name} is a NAT model (dilation 1 everywhere); use a dinat_* model for dilations"

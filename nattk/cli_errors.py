@@ -25,7 +25,14 @@ class NattkError(Exception):
 
 #: What the toolkit raises for bad input: a value refused, a path that is not there or
 #: is the wrong kind. ``KeyError`` only for registry misses (see :func:`user_message`).
-USER_ERRORS = (NattkError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError)
+USER_ERRORS = (
+    NattkError,
+    ValueError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def user_message(error: BaseException) -> Optional[str]:

@@ -38,8 +38,19 @@ class KeyValueAction(DictAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+#: Top-level keys MMEngine's ``Runner.from_cfg`` reads, which a config may leave out.
+RUNNER_KEYS = frozenset(
+    "model work_dir train_dataloader val_dataloader test_dataloader train_cfg val_cfg "
+    "test_cfg auto_scale_lr optim_wrapper param_scheduler val_evaluator test_evaluator "
+    "default_hooks custom_hooks data_preprocessor load_from resume launcher env_cfg "
+    "log_processor log_level visualizer default_scope randomness experiment_name compile "
+    "model_wrapper_cfg".split()
+)
+
+
 def check_new_keys(cfg: Config, options: dict) -> None:
-    """Refuses ``--cfg-options`` keys whose top level the config does not have.
+    """Refuses ``--cfg-options`` keys whose top level neither the config nor MMEngine's
+    runner knows.
 
     MMEngine merges any key, so a typo (``totally_bogus_key=1``, ``trian_cfg.x=1``) would
     be added silently and ignored by the run.
@@ -47,7 +58,8 @@ def check_new_keys(cfg: Config, options: dict) -> None:
     Raises:
         ValueError: Naming the keys, with the config's own top-level keys.
     """
-    unknown = [key for key in options if key.split(".", 1)[0] not in cfg]
+    known = set(cfg.keys()) | RUNNER_KEYS
+    unknown = [key for key in options if key.split(".", 1)[0] not in known]
     if unknown:
         raise ValueError(
             f"--cfg-options {', '.join(unknown)}: the config has no such top-level key "

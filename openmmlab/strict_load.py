@@ -52,7 +52,10 @@ class CheckpointFit:
 def compare(model_state: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]):
     """The :class:`CheckpointFit` of ``state`` on a model with ``model_state``."""
     fit = CheckpointFit(total=len(model_state))
-    fit.missing = [key for key in model_state if key not in state]
+    # As MMEngine's load_state_dict: a missing BatchNorm counter is not a missing weight.
+    fit.missing = [
+        key for key in model_state if key not in state and not key.endswith("num_batches_tracked")
+    ]
     fit.unexpected = [key for key in state if key not in model_state]
     fit.mismatched = [
         (key, tuple(value.shape), tuple(model_state[key].shape))

@@ -56,19 +56,31 @@ def test_a_finished_block_replaces_it_with_the_usual_permissions(tmp_path):
     _only(out.parent, "out.png")
 
 
-def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
-    out = tmp_path / "model"
+def test_a_folder_gets_the_finished_files_or_none_and_keeps_the_rest(tmp_path):
+    out = tmp_path / "models"
     out.mkdir()
     (out / "config.json").write_text("{}")
+    (out / "mine.txt").write_text("a user's file")
     with pytest.raises(KeyError):
         with atomic_output(out, folder=True) as staging:
             (staging / "config.json").write_text('{"new": 1}')
             raise KeyError("failed")
     assert (out / "config.json").read_text() == "{}"
     with atomic_output(out, folder=True) as staging:
+        (staging / "config.json").write_text('{"new": 1}')
         (staging / "weights").write_text("w")
-    _only(out, "weights")
-    _only(tmp_path, "model")
+    _only(out, "config.json", "mine.txt", "weights")
+    assert (out / "config.json").read_text() == '{"new": 1}'
+    _only(tmp_path, "models")
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path):
+    out = tmp_path / "private.pth"
+    out.write_bytes(b"old")
+    out.chmod(0o600)
+    with atomic_output(out) as staging:
+        staging.write_bytes(b"new")
+    assert out.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_file_and_a_folder_are_not_mistaken_for_each_other(tmp_path):
@@ -124,15 +136,26 @@ def test_a_failing_d2_conversion_leaves_the_existing_pkl(classifier_file, tmp_pa
     _only(tmp_path, src.name, "existing.pkl")
 
 
-def test_a_failing_hf_conversion_leaves_the_existing_folder(classifier_file, tmp_path):
+def test_a_failing_hf_conversion_leaves_the_existing_folder(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
-    src, _ = classifier_file(torch.float32)
+    src = tmp_path / "dinat_mini.pth"
+    torch.save({"model": create_model("dinat_mini").state_dict()}, src)
     dst = tmp_path / "hf_folder"
     dst.mkdir()
     (dst / "config.json").write_text('{"kept": true}')
     before = _digest(dst)
-    with pytest.raises(ValueError):
-        convert_checkpoint.main([str(src), str(dst), "--to", "hf", "--variant", "no_such_variant"])
+
+    real_read = convert_checkpoint.read_state_dict
+
+    def fail(path, **kwargs):  # the read-back, after save_pretrained wrote the new folder
+        if Path(path).name != "model.safetensors":
+            return real_read(path, **kwargs)
+        assert Path(path).is_file()
+        raise OSError("read-back failed")
+
+    monkeypatch.setattr(convert_checkpoint, "read_state_dict", fail)
+    with pytest.raises(OSError, match="read-back failed"):
+        convert_checkpoint.main([str(src), str(dst), "--to", "hf", "--variant", "dinat_mini"])
     assert _digest(dst) == before
     _only(tmp_path, src.name, "hf_folder")
 
