@@ -102,7 +102,8 @@ D2_REV="$("$VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[
 # The wheel is specific to the revision, torch, the Python version and whether detectron2's
 # setup.py compiles its CUDA kernels (a visible GPU with nvcc, or FORCE_CUDA=1).
 D2_BUILD_TAG="$("$VENV/bin/python" - <<'PY'
-import os, sys
+import logging, os, sys
+logging.disable(logging.WARNING)  # torch.utils.cpp_extension's "No CUDA runtime is found"
 import torch
 from torch.utils.cpp_extension import CUDA_HOME
 cuda = (torch.cuda.is_available() and CUDA_HOME is not None) or os.environ.get("FORCE_CUDA") == "1"
