@@ -269,6 +269,7 @@ def _junit(tmp_path: Path, tests: int, failures: int = 0, errors: int = 0, skipp
         (1, dict(tests=3, failures=1, errors=1), (1, 2, 0), None),
         (5, dict(tests=1, skipped=1), (0, 0, 1), None),  # every test of the file skipped
         (5, dict(tests=0), (0, 0, 0), "no test ran"),
+        (5, dict(tests=0), (0, 0, 0), "-m"),  # every test deselected by a marker: fine
         (2, dict(tests=2), (2, 0, 0), "exited 2"),  # interrupted, nothing counted as failed
         (1, None, (0, 0, 0), "with no report"),  # crashed before writing its report
     ],
@@ -282,9 +283,12 @@ def test_runner_counts_and_flags_what_pytest_leaves(
     env = {"PATH": "/usr/bin:/bin", "STUB_RC": str(returncode)}
     env["STUB_REPORT"] = str(_junit(tmp_path, **counts)) if counts else ""
     outcome = run_tests.Outcome("detectron2")
-    run_tests.run_pytest(outcome, str(stub), ["tests/d2/x.py"], tmp_path / "r.xml", [], env)
+    args = ["-m", "not slow"] if problem == "-m" else []
+    run_tests.run_pytest(outcome, str(stub), ["tests/d2/x.py"], tmp_path / "r.xml", args, env)
     assert (outcome.passed, outcome.failed, outcome.skipped) == expected
-    if problem is None:
+    if problem == "-m":
+        assert outcome.problems == [] and outcome.ok
+    elif problem is None:
         assert outcome.problems == [] and outcome.ok == (expected[1] == 0)
     else:
         assert len(outcome.problems) == 1 and problem in outcome.problems[0]
