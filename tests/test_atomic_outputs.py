@@ -136,6 +136,7 @@ def test_a_failing_d2_conversion_leaves_the_existing_pkl(classifier_file, tmp_pa
     _only(tmp_path, src.name, "existing.pkl")
 
 
+@pytest.mark.slow  # a subprocess or an export: seconds
 def test_a_failing_hf_conversion_leaves_the_existing_folder(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     src = tmp_path / "dinat_mini.pth"
@@ -178,6 +179,7 @@ def test_a_failing_legacy_conversion_leaves_the_existing_file(tmp_path, monkeypa
     _only(tmp_path, "mmdet2.pth", "existing.pth")
 
 
+@pytest.mark.slow  # a subprocess or an export: seconds
 def test_onnx_export_above_tolerance_leaves_the_existing_file(tmp_path, capsys):
     pytest.importorskip("mmseg")
     pytest.importorskip("onnxruntime")

@@ -63,6 +63,7 @@ def _tool(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a subprocess or an export: seconds
 def test_converter_with_a_missing_checkpoint_says_so_in_one_line(tmp_path):
     done = _tool("tools/convert_checkpoint.py", str(tmp_path / "none.pth"), str(tmp_path / "o.pth"))
     assert done.returncode == 2
@@ -73,6 +74,7 @@ def test_converter_with_a_missing_checkpoint_says_so_in_one_line(tmp_path):
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
+@pytest.mark.slow  # a subprocess or an export: seconds
 def test_train_with_a_missing_config_says_so_in_one_line(tmp_path):
     pytest.importorskip("mmengine")
     done = _tool("tools/train.py", str(tmp_path / "no_such_config.py"))

@@ -124,6 +124,7 @@ def test_demo_refuses_a_truncated_image_before_building_the_model(tmp_path, monk
         demo.main([str(image), QUICKSTART_SEG, str(checkpoint)])
 
 
+@pytest.mark.slow  # a subprocess or an export: seconds
 def test_resume_with_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path):
     pytest.importorskip("mmengine")
     import subprocess
