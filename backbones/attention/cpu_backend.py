@@ -96,10 +96,13 @@ def attention_forward(q, k, v, rpb, kernel, dilation, scale):
     return out, lse, probs
 
 
-def attention_backward(grad_out, q, k, v, rpb, out, lse, probs, kernel, dilation, scale):
-    """``(dq, dk, dv, drpb)`` of :func:`attention_forward` from the kept softmax weights."""
+def attention_backward(
+    grad_out, q, k, v, rpb, out, lse, probs, kernel, dilation, scale, rpb_grad: bool = True
+):
+    """``(dq, dk, dv, drpb)`` of :func:`attention_forward` from the kept softmax weights;
+    ``drpb`` is ``None`` without a bias or when ``rpb_grad`` is false."""
+    rpb_grad = rpb is not None and rpb_grad
     dq, dk, dv, drpb = _ext().fused_backward(
-        grad_out, q, k, v, out, probs, rpb is not None,
-        *_geometry(q.shape, kernel, dilation), scale,
-    )  # fmt: skip
-    return dq, dk, dv, (None if rpb is None else drpb.to(rpb.dtype))
+        grad_out, q, k, v, out, probs, rpb_grad, *_geometry(q.shape, kernel, dilation), scale
+    )
+    return dq, dk, dv, (drpb.to(rpb.dtype) if rpb_grad else None)

@@ -88,8 +88,13 @@ def _check_tensor(name: str, x, like: Optional[torch.Tensor] = None) -> None:
 
 
 def _autocasts(x: torch.Tensor) -> bool:
-    """Whether autocast is on for ``x``'s device (the operators then cast q, k, v)."""
-    return x.is_floating_point() and torch.is_autocast_enabled(x.device.type)
+    """Whether autocast is on for ``x``'s device (the operators then cast q, k, v).
+
+    Never on the ``meta`` device (shape-only passes), which autocast does not know.
+    """
+    if not x.is_floating_point() or x.device.type == "meta":
+        return False
+    return torch.is_autocast_enabled(x.device.type)
 
 
 def _check_map(x: torch.Tensor, kernel, dilation) -> None:

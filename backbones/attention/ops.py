@@ -101,19 +101,22 @@ def na2d_backward(
     dilation: list[int],
     scale: float,
     backend: str,
+    rpb_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(dq, dk, dv, drpb)`` of :func:`na2d`; ``drpb`` is empty without rpb."""
+    """``(dq, dk, dv, drpb)`` of :func:`na2d`; ``drpb`` is empty without rpb or when
+    ``rpb_grad`` is false (a frozen bias: the kernels then skip its gradient)."""
     impl, no_autocast = _kernel(q, backend)
+    rpb_grad = rpb is not None and rpb_grad
     with no_autocast:
         dq, dk, dv, drpb = impl.attention_backward(
-            grad_out, q, k, v, rpb, out, lse, probs, kernel_size, dilation, scale
+            grad_out, q, k, v, rpb, out, lse, probs, kernel_size, dilation, scale, rpb_grad
         )
-    return dq, dk, dv, _empty_if_none(drpb, q)
+    return dq, dk, dv, _empty_if_none(drpb if rpb_grad else None, q)
 
 
 @na2d_backward.register_fake
-def _(grad_out, q, k, v, rpb, out, lse, probs, kernel_size, dilation, scale, backend):
-    drpb = q.new_empty(0) if rpb is None else torch.empty_like(rpb)
+def _(grad_out, q, k, v, rpb, out, lse, probs, kernel_size, dilation, scale, backend, rpb_grad):
+    drpb = torch.empty_like(rpb) if rpb is not None and rpb_grad else q.new_empty(0)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), drpb
 
 
@@ -127,10 +130,11 @@ def _na2d_setup_context(ctx, inputs, output):
 
 def _na2d_autograd(ctx, grad_out, _grad_lse, _grad_probs):
     q, k, v, rpb, out, lse, probs = ctx.saved_tensors
+    rpb_grad = rpb is not None and ctx.needs_input_grad[3]
     dq, dk, dv, drpb = na2d_backward(
-        grad_out.contiguous(), q, k, v, rpb, out, lse, probs, *ctx.args
+        grad_out.contiguous(), q, k, v, rpb, out, lse, probs, *ctx.args, rpb_grad
     )
-    return dq, dk, dv, (None if rpb is None else drpb), None, None, None, None
+    return dq, dk, dv, (drpb if rpb_grad else None), None, None, None, None
 
 
 na2d.register_autograd(_na2d_autograd, setup_context=_na2d_setup_context)

@@ -141,7 +141,7 @@ def qk_backward(grad, q, k, rpb, kernel, dilation, scale):
     acc = acc_dtype(q.dtype)
     dq = torch.empty_like(q)
     dk = torch.zeros(k_flat.shape, dtype=acc, device=k.device)
-    drpb = None if rpb is None else torch.zeros_like(rpb, dtype=acc).flatten(1)
+    drpb = None if rpb is None or not rpb_grad else torch.zeros_like(rpb, dtype=acc).flatten(1)
     for rows, keys, bias in geo.chunks(q):
         g = grad[:, rows]
         dq[:, rows] = torch.einsum("bhwnk,bhwknd->bhwnd", g, _gather(k_flat, keys)) * scale
@@ -196,16 +196,18 @@ def attention_forward(q, k, v, rpb, kernel, dilation, scale):
 
 
 def attention_backward(
-    grad_out, q, k, v, rpb: Optional[torch.Tensor], out, lse, _probs, kernel, dilation, scale
-):
-    """``(dq, dk, dv, drpb)`` of :func:`attention_forward`, recomputing the scores."""
+    grad_out, q, k, v, rpb: Optional[torch.Tensor], out, lse, _probs, kernel, dilation, scale,
+    rpb_grad: bool = True,
+):  # fmt: skip
+    """``(dq, dk, dv, drpb)`` of :func:`attention_forward`, recomputing the scores;
+    ``drpb`` is ``None`` without a bias or when ``rpb_grad`` is false."""
     geo = _Geometry(q, kernel, dilation)
     k_flat, v_flat = geo.flat(k), geo.flat(v)
     acc = acc_dtype(q.dtype)
     dq = torch.empty_like(q)
     dk = torch.zeros(k_flat.shape, dtype=acc, device=q.device)
     dv = torch.zeros(v_flat.shape, dtype=acc, device=q.device)
-    drpb = None if rpb is None else torch.zeros_like(rpb, dtype=acc).flatten(1)
+    drpb = None if rpb is None or not rpb_grad else torch.zeros_like(rpb, dtype=acc).flatten(1)
     for rows, keys, bias in geo.chunks(q):
         g = grad_out[:, rows]
         k_rows, v_rows = _gather(k_flat, keys), _gather(v_flat, keys)

@@ -22,11 +22,12 @@ kernels are tested without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import warnings
 from functools import cache
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -35,7 +36,9 @@ from .triton_tiling import (
     BACKWARD_DKDV_KERNEL,
     BACKWARD_DQ_KERNEL,
     FORWARD_KERNEL,
+    KERNEL_NAMES,
     grid_size,
+    interior_pairs,
     launch_config,
     shared_memory_bound,
     tile_shape,
@@ -84,7 +87,8 @@ def unsupported_reason(call: Call | torch.Tensor) -> Optional[str]:
     reason = import_error()
     if reason is not None:
         return reason
-    if x.device.type != "cuda" and not (x.device.type == "cpu" and interpreting()):
+    on_cpu_ok = interpreting() or (_CompileMode.active and _CompileMode.cpu_tensors)
+    if x.device.type != "cuda" and not (x.device.type == "cpu" and on_cpu_ok):
         return f"tensor is on {x.device}; Triton kernels need CUDA (or TRITON_INTERPRET=1 on CPU)"
     if dtype not in SUPPORTED_DTYPES:
         return f"dtype {dtype} is not float16/bfloat16/float32"
@@ -147,6 +151,48 @@ def _aligned(*tensors: torch.Tensor) -> bool:
     return all(x.stride(0) % 16 == 0 and x.stride(1) % 16 == 0 for x in tensors)
 
 
+class _CompileMode:
+    """Whether launches only compile (see :func:`compile_only`), and for CPU tensors too."""
+
+    active = False
+    cpu_tensors = False
+
+
+@contextlib.contextmanager
+def compile_only(cpu_tensors: bool = False) -> Iterator[None]:
+    """Within the block, every launch compiles its kernel but runs nothing.
+
+    Each launch goes through Triton's own JIT (``JITFunction.run`` with ``warmup``):
+    the kernel a real launch would pick is compiled into the JIT's cache, or found
+    there. Outputs are left unwritten (``torch.empty``). On a GPU this compiles every
+    kernel a model needs before timing it; with ``cpu_tensors`` (and a stand-in
+    driver that names a GPU target, :mod:`nattk.dev.triton_aot`) it compiles for that
+    target on a machine without one.
+
+    Raises:
+        RuntimeError: Under Triton's interpreter (it compiles nothing).
+    """
+    if interpreting():
+        raise RuntimeError("compile_only needs compiled kernels: unset TRITON_INTERPRET")
+    saved = (_CompileMode.active, _CompileMode.cpu_tensors)
+    _CompileMode.active, _CompileMode.cpu_tensors = True, cpu_tensors
+    try:
+        yield
+    finally:
+        _CompileMode.active, _CompileMode.cpu_tensors = saved
+
+
+def compiled_kernels() -> dict[str, int]:
+    """How many variants Triton's JIT holds per kernel, over every device, in this process."""
+    kernels = _kernels()
+    counts = {}
+    for name in KERNEL_NAMES:
+        for variant in (name, f"{name}_unaligned"):
+            caches = getattr(getattr(kernels, variant), "device_caches", {})
+            counts[variant] = sum(len(entry[0]) for entry in caches.values())
+    return counts
+
+
 class _Launch:
     """Grid, runtime ints and compile-time constants of one call.
 
@@ -179,8 +225,12 @@ class _Launch:
             HEAD_DIM=head_dim,
             HAS_RPB=has_rpb,
             IEEE=q.dtype == torch.float32,
+            IP=tile.interior_pitch(kernel),
+            IR=tile.interior_block_rows(kernel),
+            IB=tile.interior_blocks(kernel),
         )
         self.tile = tile
+        self.kernel = tuple(kernel)
         self.element_bits = q.element_size() * 8
         self.device = q.device
 
@@ -193,7 +243,9 @@ class _Launch:
         """Launches kernel ``name`` (its ``*_unaligned`` twin when a stride asks for it)."""
         kernel = getattr(_kernels(), name)
         constants = self.kernel_constants(name, **extra_constants)
-        if self.device.type == "cuda":
+        if _CompileMode.active:
+            kernel.warmup(*args, grid=self.grid, **constants)
+        elif self.device.type == "cuda":
             with torch.cuda.device(self.device):
                 kernel[self.grid](*args, **constants)
         else:
@@ -208,28 +260,67 @@ def _rpb32(rpb: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     return like if rpb is None else rpb.detach().to(torch.float32).contiguous()
 
 
+LOG2E = 1.4426950408889634
+
+
+def interior_pattern(
+    rpb: Optional[torch.Tensor], kernel, heads: int, device: torch.device, keys_first: bool
+) -> torch.Tensor:
+    """What an interior tile adds to each block's log2 scores: ``[heads, IB, 32, BN]`` fp32.
+
+    In the interior every window is unclamped, so the window mask and the bias of a
+    (tile point, block slot) pair are the same for every program of a head:
+    ``rpb * log2(e)`` inside the window, ``-inf`` outside it (and on padding slots).
+    ``keys_first`` gives the dk/dv kernel's transposed pattern (rows are a key tile's
+    keys, slots its queries). See :func:`~.triton_tiling.interior_pairs`.
+    """
+    index, inside = _interior_pairs(tuple(kernel), keys_first, device)
+    if rpb is None:
+        values = torch.zeros(index.shape, dtype=torch.float32, device=device)
+    else:
+        values = rpb.detach().to(torch.float32).flatten(1)[:, index] * LOG2E
+    values = values.masked_fill(~inside, float("-inf"))
+    return values.expand(heads, *index.shape).contiguous()
+
+
+_PAIRS: dict = {}
+
+
+def _interior_pairs(kernel, keys_first: bool, device: torch.device):
+    """``(bias index, inside)`` of :func:`~.triton_tiling.interior_pairs`, cached per device."""
+    key = (kernel, keys_first, str(device))
+    if key not in _PAIRS:
+        index, inside = interior_pairs(kernel, keys_first)
+        _PAIRS[key] = (
+            torch.tensor(index, dtype=torch.long, device=device),
+            torch.tensor(inside, dtype=torch.bool, device=device),
+        )
+    return _PAIRS[key]
+
+
 def attention_forward(q, k, v, rpb, kernel, dilation, scale):
     """Fused forward ``(out, lse, probs)``; ``probs`` is empty (the backward recomputes)."""
     q, k, v = _shared_layout(q, k, v)
     launch = _Launch(q, kernel, dilation, scale, rpb is not None)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(q.shape[:4], dtype=torch.float32, device=q.device)
+    pattern = interior_pattern(rpb, kernel, q.shape[3], q.device, keys_first=False)
     launch(
         _kernel_name(FORWARD_KERNEL, q, out),
-        q, k, v, _rpb32(rpb, q), out, lse,
+        q, k, v, _rpb32(rpb, q), pattern, out, lse,
         *launch.runtime, *_strides(q), *_strides(out),
     )  # fmt: skip
     return out, lse, lse.new_empty(0)
 
 
-def _check_determinism(rpb: Optional[torch.Tensor]) -> None:
+def _check_determinism(rpb_grad: bool) -> None:
     """The bias gradient adds fp32 atomics in whatever order programs finish."""
-    if rpb is None or not torch.are_deterministic_algorithms_enabled():
+    if not rpb_grad or not torch.are_deterministic_algorithms_enabled():
         return
     message = (
         "the triton backend's rpb gradient uses atomic adds and is not deterministic; "
         "torch.use_deterministic_algorithms(True) is set: use backend='torch' (or 'cpu'), "
-        "or set it with warn_only=True"
+        "freeze the bias (rpb.requires_grad_(False)), or set it with warn_only=True"
     )
     if torch.is_deterministic_algorithms_warn_only_enabled():
         warnings.warn(message, stacklevel=3)
@@ -237,32 +328,43 @@ def _check_determinism(rpb: Optional[torch.Tensor]) -> None:
         raise RuntimeError(message)
 
 
-def attention_backward(grad_out, q, k, v, rpb, out, lse, _probs, kernel, dilation, scale):
-    """``(dq, dk, dv, drpb)`` of :func:`attention_forward`, recomputing the scores."""
-    _check_determinism(rpb)
+def attention_backward(
+    grad_out, q, k, v, rpb, out, lse, _probs, kernel, dilation, scale, rpb_grad: bool = True
+):
+    """``(dq, dk, dv, drpb)`` of :func:`attention_forward`, recomputing the scores.
+
+    ``drpb`` is ``None`` without a bias or when ``rpb_grad`` is false: the dq kernel is
+    then compiled without the bias gradient (no gather, no atomics), and the call is
+    deterministic.
+    """
+    rpb_grad = rpb is not None and rpb_grad
+    _check_determinism(rpb_grad)
     q, k, v = _shared_layout(q, k, v)
     launch = _Launch(q, kernel, dilation, scale, rpb is not None)
     grad_out, out, lse = grad_out.contiguous(), out.contiguous(), lse.contiguous()
     dq, dk, dv = (torch.empty(q.shape, dtype=q.dtype, device=q.device) for _ in range(3))
     delta = torch.empty_like(lse)
     heads = q.shape[3]
-    copies = max(1, min(DRPB_COPIES, launch.tiles))
+    copies = max(1, min(DRPB_COPIES, launch.tiles)) if rpb_grad else 1
     table = (2 * kernel[0] - 1) * (2 * kernel[1] - 1)
-    drpb = torch.zeros(copies, heads, table, dtype=torch.float32, device=q.device)
+    drpb = torch.zeros(copies, heads, table if rpb_grad else 1, dtype=torch.float32,
+                       device=q.device)  # fmt: skip
     rpb32 = _rpb32(rpb, q)
     layout = (*_strides(q), *_strides(out))
     window = kernel[0] * kernel[1]
     launch(
         _kernel_name(BACKWARD_DQ_KERNEL, q, out),
-        q, k, v, rpb32, out, grad_out, lse, delta, dq, drpb,
+        q, k, v, rpb32, interior_pattern(rpb, kernel, heads, q.device, keys_first=False),
+        out, grad_out, lse, delta, dq, drpb,
         *launch.runtime, copies, *layout,
-        KKP=1 << (window - 1).bit_length(),
+        HAS_DRPB=rpb_grad, KKP=1 << (window - 1).bit_length(),
     )  # fmt: skip
     launch(
         _kernel_name(BACKWARD_DKDV_KERNEL, q, out),
-        q, k, v, rpb32, grad_out, lse, delta, dk, dv,
+        q, k, v, rpb32, interior_pattern(rpb, kernel, heads, q.device, keys_first=True),
+        grad_out, lse, delta, dk, dv,
         *launch.runtime, *layout,
         PITCH=launch.tile.pitch,
     )  # fmt: skip
-    drpb = None if rpb is None else drpb.sum(0).view(rpb.shape).to(rpb.dtype)
+    drpb = drpb.sum(0).view(rpb.shape).to(rpb.dtype) if rpb_grad else None
     return dq, dk, dv, drpb

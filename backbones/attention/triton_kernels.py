@@ -32,8 +32,9 @@ import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
-# Runtime ints that Triton never specialises: map sizes, dilations, grid extents.
-_RUNTIME = ["height", "width", "dil_r", "dil_c", "tiles_r", "tiles_c", "tiles"]
+# Runtime ints that Triton never specialises: map sizes, dilations, grid extents, heads
+# (these vary between the layers of one model).
+_RUNTIME = ["height", "width", "dil_r", "dil_c", "tiles_r", "tiles_c", "tiles", "heads"]
 # Strides that depend on the map size; left unspecialised by the ``*_unaligned`` twins.
 ROW_AND_BATCH_STRIDES = ["s_b", "s_r", "o_b", "o_r"]
 # A column coordinate no window contains (folds the column test into the row test).
@@ -74,6 +75,41 @@ def _inverse_halo(first, length, TILE: tl.constexpr, K: tl.constexpr):
     start = _first_query(first, K)
     extent = _last_query(last, length, K) + 1 - start
     return start, tl.where(last >= first, extent, 0)
+
+
+@triton.jit
+def _query_tile_interior(first_r, first_c, len_r, len_c, TH: tl.constexpr, TW: tl.constexpr,
+                         KH: tl.constexpr, KW: tl.constexpr):  # fmt: skip
+    """Whether every window of a query tile is unclamped (the tile and its halo are inside
+    the group): then its halo starts ``K // 2`` before it and is ``T + K - 1`` long."""
+    return (
+        (first_r >= KH // 2)
+        & (first_r + TH - 1 + (KH - 1 - KH // 2) < len_r)
+        & (first_c >= KW // 2)
+        & (first_c + TW - 1 + (KW - 1 - KW // 2) < len_c)
+    )
+
+
+@triton.jit
+def _key_tile_interior(first_r, first_c, len_r, len_c, TH: tl.constexpr, TW: tl.constexpr,
+                       KH: tl.constexpr, KW: tl.constexpr):  # fmt: skip
+    """Whether the queries whose windows hold a key tile's keys all have unclamped
+    windows (no query clamped at a border reaches the tile): then they start
+    ``K - 1 - K // 2`` before the tile and span ``T + K - 1``."""
+    return (
+        (first_r >= KH)
+        & (first_r + TH + KH <= len_r)
+        & (first_c >= KW)
+        & (first_c + TW + KW <= len_c)
+    )
+
+
+@triton.jit
+def _interior_slots(IP: tl.constexpr, BN: tl.constexpr):
+    """Halo row and column of each of a block's slots for an interior tile (halo width
+    ``IP``, a compile-time constant: no division at run time)."""
+    n = tl.arange(0, BN)
+    return n // IP, n % IP
 
 
 @triton.jit
@@ -187,30 +223,47 @@ def _query_side(
     halo_r, ext_r = _halo(first_r, len_r, TH, KH)
     halo_c, ext_c = _halo(first_c, len_c, TW, KW)
     lr, lc, rows_per_block, slot_ok, pitch = _slots(ext_c, BN)
-    t_r0, index0 = _pair_tables(g_r, g_c, q_ok, ws_r, ws_c, halo_r, halo_c, lr, lc, slot_ok, KH, KW)
-    key_off0 = (grp_r + (halo_r + lr) * dil_r) * s_r + (grp_c + (halo_c + lc) * dil_c) * s_c
     in_head = batch * s_b + head * s_h
-    return (batch, head, len_r, len_c, first_r, first_c, g_r, g_c, q_ok, row, col,
-            ws_r, ws_c, halo_r, halo_c, ext_r, lr, rows_per_block, slot_ok, pitch, t_r0,
-            index0, key_off0, in_head)  # fmt: skip
+    return (batch, head, grp_r, grp_c, len_r, len_c, first_r, first_c, g_r, g_c, q_ok, row,
+            col, ws_r, ws_c, halo_r, halo_c, ext_r, lr, lc, rows_per_block, slot_ok, pitch,
+            in_head)  # fmt: skip
+
+
+@triton.jit
+def _interior_keys(
+    q, k_head, v_head, pat_block, pat_offs, key_off0, hb, lr, row_step, d, d_ok, qk_scale,
+    TH: tl.constexpr, KH: tl.constexpr, IR: tl.constexpr, IEEE: tl.constexpr,
+):  # fmt: skip
+    """Keys of one block of an interior tile and its log2 scores: the window mask and
+    the bias come in one load of the precomputed pattern (``-inf`` outside windows)."""
+    key_ok = (lr < IR) & (hb + lr < TH + KH - 1)
+    off = key_off0 + hb * row_step
+    kv_mask = key_ok[:, None] & d_ok[None, :]
+    k = tl.load(k_head + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(v_head + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+    s = _dot(q, tl.trans(k), IEEE) * qk_scale + tl.load(pat_block + pat_offs)
+    return k, v, s
 
 
 def na2d_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, rpb_ptr, out_ptr, lse_ptr,
+    q_ptr, k_ptr, v_ptr, rpb_ptr, pat_ptr, out_ptr, lse_ptr,
     height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, scale,
     s_b, s_r, s_c, s_h,
     o_b, o_r, o_c, o_h,
     KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
     BN: tl.constexpr, BD: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_RPB: tl.constexpr,
-    IEEE: tl.constexpr,
+    IEEE: tl.constexpr, IP: tl.constexpr, IR: tl.constexpr, IB: tl.constexpr,
 ):  # fmt: skip
     """Forward: ``out = softmax(scale * q.k + rpb) v`` and the natural-log ``lse`` per query.
 
-    ``lse`` is a contiguous ``[B, H, W, heads]`` fp32 tensor.
+    ``lse`` is a contiguous ``[B, H, W, heads]`` fp32 tensor. ``pat_ptr`` is the
+    interior pattern ``[heads, IB, TH * TW, BN]`` (fp32, log2 units): an interior tile
+    walks ``IB`` blocks of ``IR`` halo rows ``IP`` wide and adds the pattern instead of
+    testing windows and gathering the bias.
     """
-    (batch, head, len_r, len_c, first_r, first_c, g_r, g_c, q_ok, row, col,
-     ws_r, ws_c, halo_r, halo_c, ext_r, lr, rows_per_block, slot_ok, pitch, t_r0,
-     index0, key_off0, in_head) = _query_side(
+    (batch, head, grp_r, grp_c, len_r, len_c, first_r, first_c, g_r, g_c, q_ok, row, col,
+     ws_r, ws_c, halo_r, halo_c, ext_r, lr, lc, rows_per_block, slot_ok, pitch,
+     in_head) = _query_side(
         height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, s_b, s_r, s_c, s_h,
         TH, TW, KH, KW, BN,
     )  # fmt: skip
@@ -219,25 +272,48 @@ def na2d_fwd_kernel(
     q_head = q_ptr + in_head
     pix = row * s_r + col * s_c
     q = tl.load(q_head + pix[:, None] + d[None, :], mask=q_ok[:, None] & d_ok[None, :], other=0.0)
-    rpb_head = rpb_ptr + head * (2 * KH - 1) * (2 * KW - 1)
     row_step = dil_r * s_r
+    k_head = k_ptr + in_head
+    v_head = v_ptr + in_head
 
     m_i = tl.full([TH * TW], -1.0e30, tl.float32)
     l_i = tl.zeros([TH * TW], tl.float32)
     acc = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
-    for hb in range(0, ext_r, rows_per_block):
-        k, v, inside, s = _block_scores(
-            q, k_ptr + in_head, v_ptr + in_head, rpb_head, key_off0, hb, lr, slot_ok, ext_r,
-            t_r0, index0, row_step, d, d_ok, qk_scale, KH, KW, HAS_RPB, IEEE,
-        )  # fmt: skip
-        s = tl.where(inside, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
-        m_i = m_new
+    if _query_tile_interior(first_r, first_c, len_r, len_c, TH, TW, KH, KW):
+        ilr, ilc = _interior_slots(IP, BN)
+        key_off0 = (grp_r + (halo_r + ilr) * dil_r) * s_r + (grp_c + (halo_c + ilc) * dil_c) * s_c
+        pat_head = pat_ptr + head * (IB * TH * TW * BN)
+        pat_offs = tl.arange(0, TH * TW)[:, None] * BN + tl.arange(0, BN)[None, :]
+        for blk in range(0, IB):
+            k, v, s = _interior_keys(
+                q, k_head, v_head, pat_head + blk * (TH * TW * BN), pat_offs, key_off0,
+                blk * IR, ilr, row_step, d, d_ok, qk_scale, TH, KH, IR, IEEE,
+            )  # fmt: skip
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
+            m_i = m_new
+    else:
+        t_r0, index0 = _pair_tables(
+            g_r, g_c, q_ok, ws_r, ws_c, halo_r, halo_c, lr, lc, slot_ok, KH, KW
+        )
+        key_off0 = (grp_r + (halo_r + lr) * dil_r) * s_r + (grp_c + (halo_c + lc) * dil_c) * s_c
+        rpb_head = rpb_ptr + head * (2 * KH - 1) * (2 * KW - 1)
+        for hb in range(0, ext_r, rows_per_block):
+            k, v, inside, s = _block_scores(
+                q, k_head, v_head, rpb_head, key_off0, hb, lr, slot_ok, ext_r,
+                t_r0, index0, row_step, d, d_ok, qk_scale, KH, KW, HAS_RPB, IEEE,
+            )  # fmt: skip
+            s = tl.where(inside, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
+            m_i = m_new
 
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     out = acc / l_safe[:, None]
@@ -251,15 +327,18 @@ def na2d_fwd_kernel(
 
 
 def na2d_bwd_dq_kernel(
-    q_ptr, k_ptr, v_ptr, rpb_ptr, out_ptr, dout_ptr, lse_ptr, delta_ptr, dq_ptr, drpb_ptr,
+    q_ptr, k_ptr, v_ptr, rpb_ptr, pat_ptr, out_ptr, dout_ptr, lse_ptr, delta_ptr, dq_ptr,
+    drpb_ptr,
     height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, scale, copies,
     s_b, s_r, s_c, s_h,
     o_b, o_r, o_c, o_h,
     KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
     BN: tl.constexpr, BD: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_RPB: tl.constexpr,
-    IEEE: tl.constexpr, KKP: tl.constexpr,
+    IEEE: tl.constexpr, IP: tl.constexpr, IR: tl.constexpr, IB: tl.constexpr,
+    HAS_DRPB: tl.constexpr, KKP: tl.constexpr,
 ):  # fmt: skip
-    """Backward over a query tile: ``dq``, ``delta = rowsum(dout * out)`` and ``drpb``.
+    """Backward over a query tile: ``dq``, ``delta = rowsum(dout * out)`` and, with
+    ``HAS_DRPB``, ``drpb``. Interior tiles take the forward's pattern (``pat_ptr``).
 
     The bias gradient is first reduced per program, in registers: each query's
     gradient per window slot (``[queries, KKP]``, ``KKP`` the window size rounded up to a
@@ -269,9 +348,9 @@ def na2d_bwd_dq_kernel(
     The atomics go to one of ``copies`` stripes of ``drpb_ptr`` (by tile), summed by
     the caller.
     """
-    (batch, head, len_r, len_c, first_r, first_c, g_r, g_c, q_ok, row, col,
-     ws_r, ws_c, halo_r, halo_c, ext_r, lr, rows_per_block, slot_ok, pitch, t_r0,
-     index0, key_off0, in_head) = _query_side(
+    (batch, head, grp_r, grp_c, len_r, len_c, first_r, first_c, g_r, g_c, q_ok, row, col,
+     ws_r, ws_c, halo_r, halo_c, ext_r, lr, lc, rows_per_block, slot_ok, pitch,
+     in_head) = _query_side(
         height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, s_b, s_r, s_c, s_h,
         TH, TW, KH, KW, BN,
     )  # fmt: skip
@@ -291,52 +370,78 @@ def na2d_bwd_dq_kernel(
     lse = tl.load(lse_ptr + l_head + l_pix, mask=q_ok, other=0.0) * LOG2E
 
     table = (2 * KH - 1) * (2 * KW - 1)
-    rpb_head = rpb_ptr + head * table
     row_step = dil_r * s_r
+    k_head = k_ptr + in_head
+    v_head = v_ptr + in_head
     # Window slot j = (a, b) of each query: its halo slot at the first block, _FAR
     # when j is padding or the query is out (so no block ever selects it).
     j = tl.arange(0, KKP)
     a = j // KW
     b = j - a * KW
     j_ok = j < KH * KW
-    slot0 = (ws_r[:, None] + a[None, :] - halo_r) * pitch + (ws_c[:, None] + b[None, :] - halo_c)
-    slot0 = tl.where(j_ok[None, :] & q_ok[:, None], slot0, _FAR)
-    block_slots = rows_per_block * pitch
     w = tl.zeros([TH * TW, KKP], tl.float32)
-
     dq = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
-    for hb in range(0, ext_r, rows_per_block):
-        k, v, inside, s = _block_scores(
-            q, k_ptr + in_head, v_ptr + in_head, rpb_head, key_off0, hb, lr, slot_ok, ext_r,
-            t_r0, index0, row_step, d, d_ok, qk_scale, KH, KW, HAS_RPB, IEEE,
-        )  # fmt: skip
-        p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.0)
-        dp = _dot(dout, tl.trans(v), IEEE)
-        ds = p * (dp - delta[:, None])
-        if HAS_RPB:
-            slot = slot0 - hb * pitch
-            take = (slot >= 0) & (slot < block_slots)
-            w += tl.where(take, tl.gather(ds, tl.where(take, slot, 0), 1), 0.0)
-        dq += _dot(ds.to(k.dtype), k, IEEE)
+    interior = _query_tile_interior(first_r, first_c, len_r, len_c, TH, TW, KH, KW)
+    if interior:
+        ilr, ilc = _interior_slots(IP, BN)
+        key_off0 = (grp_r + (halo_r + ilr) * dil_r) * s_r + (grp_c + (halo_c + ilc) * dil_c) * s_c
+        pat_head = pat_ptr + head * (IB * TH * TW * BN)
+        pat_offs = tl.arange(0, TH * TW)[:, None] * BN + tl.arange(0, BN)[None, :]
+        # Query i = (i // TW, i % TW) of the tile: slot (a, b) is halo slot
+        # (i // TW + a, i % TW + b) of the IP-wide halo.
+        i = tl.arange(0, TH * TW)
+        slot0 = (i[:, None] // TW + a[None, :]) * IP + (i[:, None] % TW + b[None, :])
+        slot0 = tl.where(j_ok[None, :], slot0, _FAR)
+        for blk in range(0, IB):
+            k, v, s = _interior_keys(
+                q, k_head, v_head, pat_head + blk * (TH * TW * BN), pat_offs, key_off0,
+                blk * IR, ilr, row_step, d, d_ok, qk_scale, TH, KH, IR, IEEE,
+            )  # fmt: skip
+            p = tl.exp2(s - lse[:, None])
+            dp = _dot(dout, tl.trans(v), IEEE)
+            ds = p * (dp - delta[:, None])
+            if HAS_DRPB:
+                slot = slot0 - blk * (IR * IP)
+                take = (slot >= 0) & (slot < IR * IP)
+                w += tl.where(take, tl.gather(ds, tl.where(take, slot, 0), 1), 0.0)
+            dq += _dot(ds.to(k.dtype), k, IEEE)
+    else:
+        t_r0, index0 = _pair_tables(
+            g_r, g_c, q_ok, ws_r, ws_c, halo_r, halo_c, lr, lc, slot_ok, KH, KW
+        )
+        key_off0 = (grp_r + (halo_r + lr) * dil_r) * s_r + (grp_c + (halo_c + lc) * dil_c) * s_c
+        rpb_head = rpb_ptr + head * table
+        slot0 = (ws_r[:, None] + a[None, :] - halo_r) * pitch + (
+            ws_c[:, None] + b[None, :] - halo_c
+        )
+        slot0 = tl.where(j_ok[None, :] & q_ok[:, None], slot0, _FAR)
+        block_slots = rows_per_block * pitch
+        for hb in range(0, ext_r, rows_per_block):
+            k, v, inside, s = _block_scores(
+                q, k_head, v_head, rpb_head, key_off0, hb, lr, slot_ok, ext_r,
+                t_r0, index0, row_step, d, d_ok, qk_scale, KH, KW, HAS_RPB, IEEE,
+            )  # fmt: skip
+            p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.0)
+            dp = _dot(dout, tl.trans(v), IEEE)
+            ds = p * (dp - delta[:, None])
+            if HAS_DRPB:
+                slot = slot0 - hb * pitch
+                take = (slot >= 0) & (slot < block_slots)
+                w += tl.where(take, tl.gather(ds, tl.where(take, slot, 0), 1), 0.0)
+            dq += _dot(ds.to(k.dtype), k, IEEE)
 
     tl.store(
         dq_ptr + o_head + o_pix[:, None] + d[None, :],
         (dq * scale).to(dq_ptr.dtype.element_ty),
         mask=qd_mask,
     )
-    if HAS_RPB:
+    if HAS_DRPB:
         tile = tl.program_id(0) % tiles
         drpb_head = drpb_ptr + ((tile % copies) * heads + head) * table
-        interior = (
-            (first_r >= KH // 2)
-            & (first_r + TH - 1 + KH // 2 < len_r)
-            & (first_c >= KW // 2)
-            & (first_c + TW - 1 + KW // 2 < len_c)
-        )
         if interior:
-            # Unclamped windows: slot (a, b) is bias entry (KH//2 + a, KW//2 + b) for all.
-            offset = (KH // 2 + a) * (2 * KW - 1) + (KW // 2 + b)
+            # Unclamped windows: slot (a, b) is the same bias entry for every query.
+            offset = (KH - 1 - KH // 2 + a) * (2 * KW - 1) + (KW - 1 - KW // 2 + b)
             tl.atomic_add(drpb_head + offset, tl.sum(w, 0), mask=j_ok, sem="relaxed")
         else:
             entries = (KH - 1 + ws_r[:, None] + a[None, :] - g_r[:, None]) * (2 * KW - 1) + (
@@ -346,18 +451,21 @@ def na2d_bwd_dq_kernel(
 
 
 def na2d_bwd_dkdv_kernel(
-    q_ptr, k_ptr, v_ptr, rpb_ptr, dout_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+    q_ptr, k_ptr, v_ptr, rpb_ptr, pat_ptr, dout_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
     height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads, scale,
     s_b, s_r, s_c, s_h,
     o_b, o_r, o_c, o_h,
     KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
     BN: tl.constexpr, BD: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_RPB: tl.constexpr,
-    IEEE: tl.constexpr, PITCH: tl.constexpr,
+    IEEE: tl.constexpr, IP: tl.constexpr, IR: tl.constexpr, IB: tl.constexpr,
+    PITCH: tl.constexpr,
 ):  # fmt: skip
     """Backward over a key tile: ``dk`` and ``dv`` from the queries whose windows hold its keys.
 
     The queries form a rectangle that near borders is wider than ``PITCH``: it is walked
-    in column chunks of at most ``PITCH``, each in blocks of whole rows.
+    in column chunks of at most ``PITCH``, each in blocks of whole rows. An interior
+    key tile's queries are ``IB`` blocks of an ``IP``-wide rectangle, and its mask and
+    bias come from the transposed pattern ``pat_ptr`` (``[heads, IB, TH * TW, BN]``).
     """
     (batch, head, grp_r, grp_c, len_r, len_c, first_r, first_c,
      kg_r, kg_c, k_ok, row, col) = _program(
@@ -375,22 +483,19 @@ def na2d_bwd_dkdv_kernel(
 
     first_q_r, ext_r = _inverse_halo(first_r, len_r, TH, KH)
     first_q_c, ext_c = _inverse_halo(first_c, len_c, TW, KW)
-    rpb_head = rpb_ptr + head * (2 * KH - 1) * (2 * KW - 1)
 
     dk = tl.zeros([TH * TW, BD], tl.float32)
     dv = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
-    for c0 in range(0, ext_c, PITCH):
-        lr, lc, rows_per_block, slot_ok, _pitch = _slots(tl.minimum(ext_c - c0, PITCH), BN)
-        qg_c = first_q_c + c0 + lc
-        t_c = kg_c[:, None] - _window_start(qg_c, len_c, KW)[None, :]
-        col_in = (t_c >= 0) & (t_c < KW) & slot_ok[None, :] & k_ok[:, None]
-        index_c = KW - 1 + kg_c[:, None] - qg_c[None, :]
-        q_col = grp_c + qg_c * dil_c
-        for hb in range(0, ext_r, rows_per_block):
-            qg_r = first_q_r + hb + lr
-            m_ok = slot_ok & (hb + lr < ext_r) & (c0 + lc < ext_c)
-            q_row = grp_r + qg_r * dil_r
+    if _key_tile_interior(first_r, first_c, len_r, len_c, TH, TW, KH, KW):
+        ilr, ilc = _interior_slots(IP, BN)
+        q_col = grp_c + (first_q_c + ilc) * dil_c
+        pat_head = pat_ptr + head * (IB * TH * TW * BN)
+        pat_offs = tl.arange(0, TH * TW)[:, None] * BN + tl.arange(0, BN)[None, :]
+        for blk in range(0, IB):
+            hb = blk * IR
+            m_ok = (ilr < IR) & (hb + ilr < TH + KH - 1)
+            q_row = grp_r + (first_q_r + hb + ilr) * dil_r
             qd_mask = m_ok[:, None] & d_ok[None, :]
             q_pix = q_row * s_r + q_col * s_c
             q = tl.load(q_ptr + in_head + q_pix[:, None] + d[None, :], mask=qd_mask, other=0.0)
@@ -399,19 +504,50 @@ def na2d_bwd_dkdv_kernel(
             l_pix = l_head + (q_row * width + q_col) * heads
             lse = tl.load(lse_ptr + l_pix, mask=m_ok, other=0.0) * LOG2E
             delta = tl.load(delta_ptr + l_pix, mask=m_ok, other=0.0)
-
             # Transposed pairs: keys along dim 0, queries along dim 1.
-            t_r = kg_r[:, None] - _window_start(qg_r, len_r, KH)[None, :]
-            inside = col_in & (t_r >= 0) & (t_r < KH) & m_ok[None, :]
             s = _dot(k, tl.trans(q), IEEE) * qk_scale
-            if HAS_RPB:
-                index = (KH - 1 + kg_r[:, None] - qg_r[None, :]) * (2 * KW - 1) + index_c
-                s += tl.load(rpb_head + index, mask=inside, other=0.0) * LOG2E
-            p = tl.where(inside, tl.exp2(s - lse[None, :]), 0.0)
+            s += tl.load(pat_head + blk * (TH * TW * BN) + pat_offs)
+            p = tl.exp2(s - lse[None, :])
             dv += _dot(p.to(dout.dtype), dout, IEEE)
             dp = _dot(v, tl.trans(dout), IEEE)
             ds = p * (dp - delta[None, :])
             dk += _dot(ds.to(q.dtype), q, IEEE)
+    else:
+        rpb_head = rpb_ptr + head * (2 * KH - 1) * (2 * KW - 1)
+        for c0 in range(0, ext_c, PITCH):
+            lr, lc, rows_per_block, slot_ok, _pitch = _slots(tl.minimum(ext_c - c0, PITCH), BN)
+            qg_c = first_q_c + c0 + lc
+            t_c = kg_c[:, None] - _window_start(qg_c, len_c, KW)[None, :]
+            col_in = (t_c >= 0) & (t_c < KW) & slot_ok[None, :] & k_ok[:, None]
+            index_c = KW - 1 + kg_c[:, None] - qg_c[None, :]
+            q_col = grp_c + qg_c * dil_c
+            for hb in range(0, ext_r, rows_per_block):
+                qg_r = first_q_r + hb + lr
+                m_ok = slot_ok & (hb + lr < ext_r) & (c0 + lc < ext_c)
+                q_row = grp_r + qg_r * dil_r
+                qd_mask = m_ok[:, None] & d_ok[None, :]
+                q_pix = q_row * s_r + q_col * s_c
+                q = tl.load(q_ptr + in_head + q_pix[:, None] + d[None, :], mask=qd_mask, other=0.0)
+                o_pix = q_row * o_r + q_col * o_c
+                dout = tl.load(
+                    dout_ptr + o_head + o_pix[:, None] + d[None, :], mask=qd_mask, other=0.0
+                )
+                l_pix = l_head + (q_row * width + q_col) * heads
+                lse = tl.load(lse_ptr + l_pix, mask=m_ok, other=0.0) * LOG2E
+                delta = tl.load(delta_ptr + l_pix, mask=m_ok, other=0.0)
+
+                # Transposed pairs: keys along dim 0, queries along dim 1.
+                t_r = kg_r[:, None] - _window_start(qg_r, len_r, KH)[None, :]
+                inside = col_in & (t_r >= 0) & (t_r < KH) & m_ok[None, :]
+                s = _dot(k, tl.trans(q), IEEE) * qk_scale
+                if HAS_RPB:
+                    index = (KH - 1 + kg_r[:, None] - qg_r[None, :]) * (2 * KW - 1) + index_c
+                    s += tl.load(rpb_head + index, mask=inside, other=0.0) * LOG2E
+                p = tl.where(inside, tl.exp2(s - lse[None, :]), 0.0)
+                dv += _dot(p.to(dout.dtype), dout, IEEE)
+                dp = _dot(v, tl.trans(dout), IEEE)
+                ds = p * (dp - delta[None, :])
+                dk += _dot(ds.to(q.dtype), q, IEEE)
 
     k_pix = row * o_r + col * o_c
     tl.store(

@@ -55,6 +55,18 @@ class TileShape:
         """Halo rows per key block."""
         return self.block // self.pitch
 
+    def interior_pitch(self, kernel_size: Sequence[int]) -> int:
+        """Width of an interior tile's halo (``cols + k_w - 1``): its slots per halo row."""
+        return self.cols + kernel_size[1] - 1
+
+    def interior_block_rows(self, kernel_size: Sequence[int]) -> int:
+        """Halo rows per key block of an interior tile."""
+        return self.block // self.interior_pitch(kernel_size)
+
+    def interior_blocks(self, kernel_size: Sequence[int]) -> int:
+        """Key blocks an interior tile walks (its halo is ``rows + k_h - 1`` rows)."""
+        return cdiv(self.rows + kernel_size[0] - 1, self.interior_block_rows(kernel_size))
+
 
 #: Queries per tile: 32 rows of every ``tl.dot`` (two m16 MMA tiles).
 TILE_QUERIES = 32
@@ -157,6 +169,46 @@ def _axis_tiles(length: int, dilation: int, kernel: int, tile: int) -> list[tupl
             halo = window_start(last, group_len, kernel) - window_start(first, group_len, kernel)
             out.append((last - first + 1, halo + kernel))
     return out
+
+
+def interior_pairs(
+    kernel_size: Sequence[int], keys_first: bool = False
+) -> tuple[list, list]:
+    """Bias index and window test of every (tile point, block slot) pair of an interior tile.
+
+    Returns two nested lists ``[blocks][tile.size][tile.block]``: the flat index into a
+    head's ``(2 k_h - 1) x (2 k_w - 1)`` bias table (0 where unused), and whether the
+    pair is in a window. A query tile is interior when all its windows are unclamped:
+    its halo starts ``k // 2`` before it, and key slot ``(r, c)`` is in the window of
+    tile query ``(i, j)`` when ``0 <= r - i < k_h`` and ``0 <= c - j < k_w``. With
+    ``keys_first`` the rows are a key tile's keys and the slots its queries, which start
+    ``k - 1 - k // 2`` before the tile (the dk/dv kernel).
+    """
+    kh, kw = kernel_size
+    tile = tile_shape(kernel_size)
+    pitch, rows = tile.interior_pitch(kernel_size), tile.interior_block_rows(kernel_size)
+    halo_rows = tile.rows + kh - 1
+    index, inside = [], []
+    for block in range(tile.interior_blocks(kernel_size)):
+        index.append([])
+        inside.append([])
+        for point in range(tile.size):
+            pr, pc = divmod(point, tile.cols)
+            index[-1].append([])
+            inside[-1].append([])
+            for slot in range(tile.block):
+                lr, lc = divmod(slot, pitch)
+                hr = block * rows + lr
+                if keys_first:  # point: key; slot: query. key - window start = p - h + k - 1
+                    tr, tc = pr - hr + kh - 1, pc - lc + kw - 1
+                    br, bc = tr + kh - 1 - kh // 2, tc + kw - 1 - kw // 2
+                else:  # point: query; slot: key. key - window start = h - p
+                    tr, tc = hr - pr, lc - pc
+                    br, bc = kh - 1 - kh // 2 + tr, kw - 1 - kw // 2 + tc
+                ok = lr < rows and hr < halo_rows and 0 <= tr < kh and 0 <= tc < kw
+                inside[-1][-1].append(ok)
+                index[-1][-1].append(br * (2 * kw - 1) + bc if ok else 0)
+    return index, inside
 
 
 def useful_work(

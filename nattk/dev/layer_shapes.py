@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
+import torch
+
+from nattk.backbones.attention import NeighborhoodAttention2D
 from nattk.backbones.attention.triton_tiling import cdiv
 from nattk.backbones.nat import DiNAT
 from nattk.backbones.variants import DILATION_PRESETS
@@ -30,3 +35,25 @@ def published_layer_shapes() -> list[tuple[str, int, int, int, int, int]]:
             for d in sorted(set(dilations)):
                 rows.append((name, level, max(h, kernel * d), max(w, kernel * d), kernel, d))
     return rows
+
+
+def attention_inputs(
+    model: torch.nn.Module, height: int, width: int, batch: int = 1
+) -> list[tuple[NeighborhoodAttention2D, tuple[int, ...]]]:
+    """Every attention layer of ``model`` with its input shape ``[B, H, W, C]``.
+
+    The shapes come from one forward of a ``meta``-device copy of the model on a
+    ``batch x 3 x height x width`` input: no computation, the model's own strides and
+    rounding.
+    """
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, NeighborhoodAttention2D)}
+    shapes: dict[str, tuple[int, ...]] = {}
+    shadow = copy.deepcopy(model).to("meta")
+    for name, module in shadow.named_modules():
+        if name in layers:
+            module.register_forward_pre_hook(
+                lambda _m, args, name=name: shapes.setdefault(name, tuple(args[0].shape))
+            )
+    with torch.no_grad():
+        shadow(torch.empty(batch, 3, height, width, device="meta"))
+    return [(layers[name], shape) for name, shape in shapes.items()]

@@ -23,6 +23,7 @@ they are missing.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -30,7 +31,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -113,50 +114,98 @@ def published_specialisations() -> list[Specialisation]:
     return specs
 
 
-# --------------------------------------------------------------------------- capture
-@dataclass
-class Launch:
-    """One kernel launch as the launcher would make it: name, positional args, options."""
+# --------------------------------------------------------------------------- stand-in
+class StandInDriver:
+    """A Triton driver that names a GPU target and has no GPU behind it.
 
-    name: str
-    args: tuple
-    constants: dict
+    While it is Triton's active driver, ``JITFunction.run`` binds, specialises and
+    compiles for its target exactly as on that GPU; only launching is impossible, so
+    it is used with :func:`~nattk.backbones.attention.triton_backend.compile_only`.
+    """
+
+    def __init__(self, arch: int, device: str) -> None:
+        from triton.backends.compiler import GPUTarget
+
+        self.target = GPUTarget("cuda", arch, 32)
+        self.device = device
+
+    def get_current_device(self) -> str:
+        return self.device
+
+    def set_current_device(self, device) -> None:  # pragma: no cover - never asked for
+        pass
+
+    def get_current_stream(self, device=None) -> int:
+        return 0
+
+    def get_current_target(self):
+        return self.target
 
 
-def capture_launches(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    rpb: Optional[torch.Tensor],
-    kernel_size: tuple[int, int],
-    dilation: tuple[int, int],
-) -> list[Launch]:
-    """The launches a forward and a backward of the real launcher make, without running them.
+_STAND_INS = itertools.count()
 
-    Works on CPU tensors without the interpreter: :class:`~nattk.backbones.attention.triton_backend._Launch` is
-    swapped for a recorder for the duration of the call.
+
+@contextlib.contextmanager
+def stand_in_target(arch: int) -> Iterator[str]:
+    """Makes a :class:`StandInDriver` for ``sm_<arch>`` Triton's active driver.
+
+    Yields the stand-in's device key: a new one each time, so the JIT's cache for it
+    starts empty and holds exactly what the block compiled.
+    """
+    from triton.runtime.driver import driver
+
+    device = f"stand-in-sm{arch}-{next(_STAND_INS)}"
+    saved = driver.__dict__.get("_active")
+    driver.set_active(StandInDriver(arch, device))
+    try:
+        yield device
+    finally:
+        if "_active" in driver.__dict__:
+            driver._active = saved
+        else:  # pragma: no cover - a Triton whose DriverConfig keeps no _active
+            driver.reset_active()
+
+
+def jit_cache(device: str) -> dict[str, list]:
+    """Every kernel variant the JIT compiled for ``device``, by kernel function name."""
+    from nattk.backbones.attention import triton_kernels
+
+    out = {}
+    for name in KERNEL_NAMES:
+        for variant in (name, f"{name}_unaligned"):
+            caches = getattr(triton_kernels, variant).device_caches
+            out[variant] = list(caches[device][0].values()) if device in caches else []
+    return out
+
+
+def compile_through_the_jit(work, arch: int = 90) -> dict[str, list]:
+    """Runs ``work()`` with launches compiled for ``sm_<arch>`` by Triton's JIT, not run.
+
+    ``work`` calls the real launcher on CPU tensors (directly or through a model);
+    every launch goes through ``JITFunction.run`` (``warmup``) under a
+    :class:`StandInDriver`. Returns the variants compiled, per kernel
+    (:func:`jit_cache`): one per distinct specialisation the launches asked for.
+
+    Raises:
+        RuntimeError: Under ``TRITON_INTERPRET=1`` (nothing would be compiled).
     """
     from nattk.backbones.attention import triton_backend
 
-    launches: list[Launch] = []
+    with stand_in_target(arch) as device, triton_backend.compile_only(cpu_tensors=True):
+        work()
+    return jit_cache(device)
 
-    class Recorder(triton_backend._Launch):
-        def __call__(self, name, *args, **extra_constants):
-            launches.append(Launch(name, args, self.kernel_constants(name, **extra_constants)))
 
-    original = triton_backend._Launch
-    triton_backend._Launch = Recorder
-    try:
-        scale = q.shape[-1] ** -0.5
-        out, lse, probs = triton_backend.attention_forward(
-            q, k, v, rpb, kernel_size, dilation, scale
-        )
-        triton_backend.attention_backward(
-            torch.empty_like(out), q, k, v, rpb, out, lse, probs, kernel_size, dilation, scale
-        )
-    finally:
-        triton_backend._Launch = original
-    return launches
+def run_launcher(q, k, v, rpb, kernel_size, dilation, rpb_grad: bool = True) -> None:
+    """One forward and one backward of the real launcher (outputs are not used)."""
+    from nattk.backbones.attention import triton_backend
+
+    scale = q.shape[-1] ** -0.5
+    out, lse, probs = triton_backend.attention_forward(q, k, v, rpb, kernel_size, dilation, scale)
+    triton_backend.attention_backward(
+        torch.empty_like(out), q, k, v, rpb, out, lse, probs, kernel_size, dilation, scale,
+        rpb_grad=rpb_grad,
+    )  # fmt: skip
 
 
 def spec_tensors(spec: Specialisation, height: int = 20, width: int = 24, batch: int = 2):
@@ -169,77 +218,57 @@ def spec_tensors(spec: Specialisation, height: int = 20, width: int = 24, batch:
     return q, k, v, rpb
 
 
-def spec_launch(spec: Specialisation) -> Launch:
-    """The launch of ``spec.kernel`` that the launcher makes for ``spec``'s tensors."""
+def compile_call(spec: Specialisation, arch: int) -> dict[str, list]:
+    """The variants the JIT compiles for one forward and backward of ``spec``'s call."""
     q, k, v, rpb = spec_tensors(spec)
     size = (spec.kernel_size, spec.kernel_size)
-    for launch in capture_launches(q, k, v, rpb, size, (1, 1)):
-        if launch.name.startswith(spec.kernel):
-            return launch
-    raise LookupError(f"the launcher made no {spec.kernel} launch for {spec}")
+    return compile_through_the_jit(lambda: run_launcher(q, k, v, rpb, size, (1, 1)), arch)
 
 
-# --------------------------------------------------------------------------- JIT binder
-def _jit_internals():
-    try:
-        from triton.compiler.compiler import make_backend
-        from triton.runtime.jit import JITFunction, create_function_from_signature
-    except ImportError as error:  # pragma: no cover - depends on the Triton version
-        raise RuntimeError(
-            f"this Triton version lacks the JIT internals the compile report uses ({error}); "
-            "use the pinned triton 3.7.1"
-        ) from error
-    if not hasattr(JITFunction, "_pack_args"):  # pragma: no cover
-        raise RuntimeError("this Triton version has no JITFunction._pack_args (use triton 3.7.1)")
-    return make_backend, JITFunction, create_function_from_signature
+# --------------------------------------------------------------------------- models
+def model_compiles(
+    model: torch.nn.Module, height: int, width: int, dtype: torch.dtype, arch: int = 90,
+    batch: int = 2,
+) -> dict[str, int]:  # fmt: skip
+    """How many variants of each kernel the JIT compiles for one training step of ``model``.
 
-
-def _jit_function(name: str):
-    from nattk.backbones.attention import triton_kernels
-
-    _make_backend, JITFunction, _create = _jit_internals()
-    fn = getattr(triton_kernels, name)
-    if not isinstance(fn, JITFunction):
-        raise RuntimeError(
-            f"{name} is not a JITFunction (TRITON_INTERPRET=1?): unset it to compile ahead of time"
-        )
-    return fn
-
-
-def specialisation_key(launch: Launch, arch: int = 90) -> tuple:
-    """The JIT's cache key of ``launch`` for ``arch``: what picks (or compiles) a kernel.
-
-    The same tuple ``JITFunction.run`` computes from the bound arguments (types,
-    constexpr values, divisibility / equal-to-1 classes) and the options.
+    Every attention layer of ``model`` at a ``height x width`` input (its map sizes
+    from a shape-only pass, :func:`~nattk.dev.layer_shapes.attention_inputs`) runs its
+    own q/k/v projection (so q, k, v are the strided views the module makes) in
+    ``dtype``, then a forward and a backward with a trainable bias through the real
+    operator and launcher, compiled for ``sm_<arch>``.
     """
-    from triton.backends.compiler import GPUTarget
+    from nattk.backbones.attention import neighborhood_attention_2d
 
-    make_backend, _jit, create_function_from_signature = _jit_internals()
-    fn = _jit_function(launch.name)
-    backend = make_backend(GPUTarget("cuda", arch, 32))
-    binder = create_function_from_signature(fn.signature, fn.params, backend)
-    _bound, specialization, options = binder(*launch.args, **launch.constants)
-    return tuple(specialization), str(sorted(options.items()))
+    from .layer_shapes import attention_inputs
 
+    def work():
+        for attn, shape in attention_inputs(model, height, width, batch):
+            with torch.no_grad():
+                weight, bias = attn.qkv.weight.to(dtype), attn.qkv.bias
+                x = torch.zeros(shape, dtype=dtype)
+                projected = torch.nn.functional.linear(
+                    x, weight, None if bias is None else bias.to(dtype)
+                )
+            q, k, v = (
+                t.requires_grad_() for t in _qkv_views(attn, projected, shape)
+            )  # fmt: skip
+            rpb = None if attn.rpb is None else attn.rpb.detach().float().requires_grad_()
+            out = neighborhood_attention_2d(
+                q, k, v, attn.kernel_size, attn.dilation, rpb, attn.scale, "triton"
+            )
+            out.backward(torch.zeros_like(out))
 
-def jit_source(launch: Launch, arch: int):
-    """``(ASTSource, options, target)`` exactly as the JIT would build them for ``launch``."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    make_backend, _jit, create_function_from_signature = _jit_internals()
-    fn = _jit_function(launch.name)
-    target = GPUTarget("cuda", arch, 32)
-    backend = make_backend(target)
-    binder = create_function_from_signature(fn.signature, fn.params, backend)
-    bound, specialization, options = binder(*launch.args, **launch.constants)
-    options, signature, constexprs, attrs = fn._pack_args(
-        backend, dict(launch.constants), bound, specialization, options
-    )
-    return ASTSource(fn, signature, constexprs, attrs), options, target
+    compiled = compile_through_the_jit(work, arch)
+    return {name: len(variants) for name, variants in compiled.items()}
 
 
-# --------------------------------------------------------------------------- compile
+def _qkv_views(attn, projected: torch.Tensor, shape) -> tuple:
+    """q, k, v as :class:`NeighborhoodAttention2D` splits its projection."""
+    qkv = projected.reshape(*shape[:3], 3, attn.num_heads, attn.head_dim)
+    return qkv.unbind(3)
+
+
 def _tool(name: str) -> str:
     import triton
 
@@ -265,30 +294,36 @@ def _resource_usage(cubin: bytes) -> tuple[int, int]:
     return registers, max(stack, local)
 
 
-def compile_launch(launch: Launch, arch: int):
-    """The compiled kernel (PTX, cubin, metadata) the JIT would build for ``launch``."""
-    import triton
+def compile_specialisations(group: list[Specialisation], arch: int) -> list[CompileResult]:
+    """Compiles one call's kernels for ``sm_<arch>`` and reads each spec's resources and SASS.
 
-    source, options, target = jit_source(launch, arch)
-    return triton.compile(source, target=target, options=options.__dict__)
+    Every spec of ``group`` must describe the same call (they differ only in kernel).
+    """
+    compiled = compile_call(group[0], arch)
+    results = []
+    for spec in group:
+        variants = compiled[spec.kernel]
+        if len(variants) != 1:
+            raise RuntimeError(f"{spec}: the JIT compiled {len(variants)} variants of {spec.kernel}")
+        kernel = variants[0]
+        cubin = kernel.asm["cubin"]
+        registers, local = _resource_usage(cubin)
+        counters = triton_sass.counters(_cuobjdump(cubin, "-sass"))
+        results.append(CompileResult(
+            spec, arch, int(kernel.metadata.shared), registers, local,
+            int(kernel.metadata.num_warps), counters,
+        ))  # fmt: skip
+    return results
 
 
 def compile_specialisation(spec: Specialisation, arch: int) -> CompileResult:
     """Compiles ``spec`` for compute capability ``arch`` and reads resources and SASS."""
-    launch = spec_launch(spec)
-    compiled = compile_launch(launch, arch)
-    cubin = compiled.asm["cubin"]
-    registers, local = _resource_usage(cubin)
-    counters = triton_sass.counters(_cuobjdump(cubin, "-sass"))
-    return CompileResult(
-        spec, arch, int(compiled.metadata.shared), registers, local,
-        launch.constants["num_warps"], counters,
-    )  # fmt: skip
+    return compile_specialisations([spec], arch)[0]
 
 
-def _compile_one(job):
-    spec, arch = job
-    return compile_specialisation(spec, arch)
+def _compile_group(job):
+    group, arch = job
+    return compile_specialisations(group, arch)
 
 
 def compile_report(
@@ -296,18 +331,33 @@ def compile_report(
 ) -> list[CompileResult]:
     """Compiles every specialisation for every target (in ``processes`` worker processes).
 
+    Specs of one call (same dtype, kernel size, head dim, bias, heads) are compiled
+    together, through Triton's JIT (:func:`compile_through_the_jit`). Results come in
+    the order of ``archs`` then ``specs``.
+
     Raises:
         RuntimeError: When ``TRITON_INTERPRET=1`` (nothing would be compiled).
     """
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise RuntimeError("unset TRITON_INTERPRET to compile the kernels ahead of time")
-    jobs = [(spec, arch) for arch in archs for spec in (specs or published_specialisations())]
+    specs = specs or published_specialisations()
+    calls: dict[tuple, list[Specialisation]] = {}
+    for spec in specs:
+        calls.setdefault(_call_of(spec), []).append(spec)
+    jobs = [(group, arch) for arch in archs for group in calls.values()]
     if processes <= 1:
-        return [_compile_one(job) for job in jobs]
-    from concurrent.futures import ProcessPoolExecutor
+        grouped = [_compile_group(job) for job in jobs]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(processes) as pool:
-        return list(pool.map(_compile_one, jobs))
+        with ProcessPoolExecutor(processes) as pool:
+            grouped = list(pool.map(_compile_group, jobs))
+    by_key = {(r.spec, r.arch): r for results in grouped for r in results}
+    return [by_key[(spec, arch)] for arch in archs for spec in specs]
+
+
+def _call_of(spec: Specialisation) -> tuple:
+    return (spec.dtype, spec.kernel_size, spec.head_dim, spec.rpb, spec.heads)
 
 
 # --------------------------------------------------------------------------- tables
@@ -352,14 +402,16 @@ def markdown_table(results: list[CompileResult]) -> str:
 
 __all__ = [
     "CompileResult",
-    "Launch",
     "Specialisation",
-    "capture_launches",
-    "compile_launch",
+    "StandInDriver",
+    "compile_call",
     "compile_report",
     "compile_specialisation",
-    "jit_source",
+    "compile_through_the_jit",
+    "jit_cache",
     "markdown_table",
+    "model_compiles",
     "published_specialisations",
-    "specialisation_key",
+    "run_launcher",
+    "stand_in_target",
 ]
