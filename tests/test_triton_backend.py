@@ -240,9 +240,8 @@ def test_unsupported_calls_say_why():
         neighborhood_attention_2d(q, q, q, 3, 1, backend="triton")
 
 
-def _jit_keys(heads, dim, dtype):
-    """``{layout: {kernel: {key: [[batch, H, W, dil_r, dil_c], ...]}}}`` from Triton's own
-    binder."""
+def _jit_compiles(heads, dim, dtype):
+    """``{layout: {kernel: variants compiled}}`` over many calls, through Triton's JIT."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "triton_jit_keys.py"), str(heads), str(dim), dtype],
@@ -252,9 +251,13 @@ def _jit_keys(heads, dim, dtype):
     return json.loads(run.stdout)
 
 
-def _kernels_of(keys):
-    """``{kernel name: how many distinct JIT keys}``."""
-    return {name: len(distinct) for name, distinct in keys.items()}
+def _in_a_compiling_process(code: str) -> dict:
+    """Runs ``code`` (which prints one JSON line) where Triton compiles (no interpreter)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=900)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.compiler
@@ -263,30 +266,81 @@ def _kernels_of(keys):
                                                pytest.param(3, 48, "float32", marks=pytest.mark.slow),
                                                pytest.param(1, 32, "float16", marks=pytest.mark.slow)])  # fmt: skip
 def test_a_new_image_size_dilation_or_batch_compiles_nothing_new(heads, dim, dtype):
-    """One JIT key per kernel over 7 map sizes, 4 dilations, 3 batches, for contiguous
-    q/k/v and for views of one qkv tensor (Triton's specialisation of real tensors)."""
-    for layout, keys in _jit_keys(heads, dim, dtype).items():
-        per_kernel = _kernels_of(keys)
-        assert set(per_kernel) == set(triton_aot.KERNEL_NAMES), (layout, per_kernel)
-        assert all(n == 1 for n in per_kernel.values()), (layout, per_kernel)
+    """One variant per kernel over 7 map sizes, 4 dilations, 3 batches, for contiguous
+    q/k/v and for views of one qkv tensor, compiled by Triton's JIT for sm_90."""
+    for layout, per_kernel in _jit_compiles(heads, dim, dtype).items():
+        assert {n: c for n, c in per_kernel.items() if c} == {
+            name: 1 for name in triton_aot.KERNEL_NAMES
+        }, (layout, per_kernel)
 
 
 @pytest.mark.compiler
 def test_row_strides_that_are_not_multiples_of_16_take_the_unaligned_twins():
     """Head dim 40 and one head: the row stride 40 W is a multiple of 16 for some widths
-    only, so the specialised kernel would recompile with the width (the key differs);
-    the twins leave row and batch strides unspecialised: still one key per kernel."""
-    keys = _jit_keys(1, 40, "float16")
-    for layout in ("contiguous",):
-        per_kernel = _kernels_of(keys[layout])
-        twins = {f"{name}_unaligned" for name in triton_aot.KERNEL_NAMES}
-        assert twins <= set(per_kernel) and all(n == 1 for n in per_kernel.values()), per_kernel
-    q = torch.zeros(1, 15, 25, 1, 40)
-    names = {launch.name for launch in triton_aot.capture_launches(q, q, q, None, (5, 5), (2, 2))}
-    assert names == {f"{name}_unaligned" for name in triton_aot.KERNEL_NAMES}
-    q = torch.zeros(1, 15, 24, 1, 40)
-    names = {launch.name for launch in triton_aot.capture_launches(q, q, q, None, (5, 5), (2, 2))}
-    assert names == set(triton_aot.KERNEL_NAMES)
+    only, so the specialised kernel would recompile with the width; the twins leave row
+    and batch strides unspecialised: at most one variant of each."""
+    per_kernel = _jit_compiles(1, 40, "float16")["contiguous"]
+    twins = {f"{name}_unaligned" for name in triton_aot.KERNEL_NAMES}
+    assert all(per_kernel[t] == 1 for t in twins) and max(per_kernel.values()) == 1, per_kernel
+    found = _in_a_compiling_process(
+        "import json, torch\n"
+        "from nattk.dev import triton_aot\n"
+        "out = {}\n"
+        "for width in (25, 24):\n"
+        "    q = torch.zeros(1, 15, width, 1, 40)\n"
+        "    got = triton_aot.compile_through_the_jit(\n"
+        "        lambda: triton_aot.run_launcher(q, q, q, None, (5, 5), (2, 2)))\n"
+        "    out[width] = sorted(n for n, v in got.items() if v)\n"
+        "print(json.dumps(out))\n"
+    )
+    assert found["25"] == sorted(twins)
+    assert found["24"] == sorted(triton_aot.KERNEL_NAMES)
+
+
+#: The three published models of the issue that asked for one compile per kernel:
+#: (name, create_model kwargs, input height, width). Their last stages have 16 and 48 heads.
+PUBLISHED_MODELS = [
+    ("dinat_tiny", dict(dilations="coco"), 800, 1216),
+    ("dinat_large", dict(dilations="m2f", kernel_size=11), 1024, 1024),
+    ("dinat_s_tiny", dict(dilations="coco"), 800, 1216),
+]
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("model", [PUBLISHED_MODELS[0],
+                                   pytest.param(PUBLISHED_MODELS[1], marks=pytest.mark.slow),
+                                   pytest.param(PUBLISHED_MODELS[2], marks=pytest.mark.slow)],
+                         ids=[m[0] for m in PUBLISHED_MODELS])  # fmt: skip
+def test_a_published_model_compiles_each_kernel_once_per_dtype(model):
+    """Every attention layer of the model (its own q/k/v projection, a trainable bias),
+    forward and backward through the real operator and launcher, compiled by Triton's
+    JIT for sm_90: one variant per kernel and dtype, no unaligned twin."""
+    name, kwargs, height, width = model
+    dtypes = ["float16"] if name == "dinat_tiny" else ["float16", "bfloat16", "float32"]
+    counts = _in_a_compiling_process(
+        "import json, torch\n"
+        "from nattk.backbones.variants import create_model\n"
+        "from nattk.dev import triton_aot\n"
+        f"model = create_model({name!r}, num_classes=0, **{kwargs!r})\n"
+        f"print(json.dumps({{d: triton_aot.model_compiles(model, {height}, {width}, "
+        f"getattr(torch, d)) for d in {dtypes!r}}}))\n"
+    )
+    expected = {n: 1 for n in triton_aot.KERNEL_NAMES}
+    expected.update({f"{n}_unaligned": 0 for n in triton_aot.KERNEL_NAMES})
+    assert counts == {d: expected for d in dtypes}
+
+
+def test_model_layers_are_found_with_their_input_shapes():
+    from nattk.backbones.variants import create_model
+    from nattk.dev.layer_shapes import attention_inputs
+
+    model = create_model("dinat_tiny", num_classes=0, dilations="coco")
+    found = attention_inputs(model, 800, 1216, batch=2)
+    assert len(found) == sum(model.depths) == 30
+    shapes = {(attn.num_heads, shape) for attn, shape in found}
+    assert shapes == {(2, (2, 200, 304, 64)), (4, (2, 100, 152, 128)),
+                      (8, (2, 50, 76, 256)), (16, (2, 25, 38, 512))}  # fmt: skip
+    assert next(model.parameters()).device.type == "cpu"  # the model itself is untouched
 
 
 def test_the_unaligned_twins_compute_the_same():
@@ -303,7 +357,7 @@ def test_map_sizes_dilations_and_grid_extents_are_never_specialised():
         if not isinstance(fn, JITFunction):  # the interpreter's wrapper keeps the options
             fn = JITFunction(fn.fn, do_not_specialize=fn.kwargs["do_not_specialize"])
         params = {p.name: p for p in fn.params}
-        for arg in ("height", "width", "dil_r", "dil_c", "tiles_r", "tiles_c", "tiles"):
+        for arg in ("height", "width", "dil_r", "dil_c", "tiles_r", "tiles_c", "tiles", "heads"):
             assert params[arg].do_not_specialize, (name, arg)
         for arg in ("s_b", "s_r", "s_c", "s_h", "o_b", "o_r", "o_c", "o_h"):
             assert not params[arg].do_not_specialize, (name, arg)
@@ -530,3 +584,197 @@ def test_unsupported_reason_without_a_gpu_or_interpreter(monkeypatch):
     if DEVICE.type == "cpu":
         reason = triton_backend.unsupported_reason(torch.empty(1, 4, 4, 1, 32))
         assert "CUDA" in reason
+
+
+# --------------------------------------------------------------------------- refusals
+def _fake_gpu(monkeypatch, name, capability, shared=227 * 1024):
+    """Device facts of a GPU for CPU tensors (the refusals read nothing else of it)."""
+    facts = triton_backend.DeviceFacts(name, capability, shared)
+    monkeypatch.setattr(triton_backend, "device_facts", lambda device: facts)
+
+
+def test_an_old_triton_is_refused_with_what_to_install(monkeypatch):
+    monkeypatch.setattr(triton_backend, "_TRITON_VERSION", (3, 1))
+    reason = triton_backend.unsupported_reason(torch.empty(1, 8, 8, 1, 32, device=DEVICE))
+    assert reason == (
+        "triton 3.1 is older than 3.3, the oldest the kernels compile with: "
+        "pip install 'triton>=3.3' (or torch>=2.7)"
+    )
+    q = torch.randn(1, 8, 8, 1, 32, device=DEVICE)
+    with pytest.raises(RuntimeError, match="triton 3.1 is older than 3.3"):
+        neighborhood_attention_2d(q, q, q, 3, 1, backend="triton")
+
+
+def test_the_installed_triton_version_is_read():
+    import triton
+
+    assert triton_backend.triton_version() == tuple(int(x) for x in triton.__version__.split(".")[:2])
+    assert triton_backend.triton_version() >= triton_backend.MIN_TRITON
+
+
+@pytest.mark.parametrize("dtype, capability, refused", [
+    (torch.bfloat16, (7, 5), True), (torch.bfloat16, (8, 0), False),
+    (torch.float16, (7, 5), False), (torch.float16, (7, 0), True),
+    (torch.float32, (6, 1), True), (torch.bfloat16, (9, 0), False),
+])  # fmt: skip
+def test_a_gpu_too_old_for_the_dtype_is_refused(monkeypatch, dtype, capability, refused):
+    _fake_gpu(monkeypatch, "Tesla T4", capability)
+    reason = triton_backend.unsupported_reason(torch.empty(1, 8, 8, 1, 32, dtype=dtype))
+    if not refused:
+        assert reason is None
+        return
+    need = triton_backend.MIN_CAPABILITY[dtype]
+    instead = "float16 or backend='torch'" if dtype == torch.bfloat16 else "backend='torch'"
+    assert reason == (
+        f"{dtype} on Tesla T4 (sm_{capability[0]}{capability[1]}): the triton kernels need "
+        f"sm_{need[0]}{need[1]} or newer for it; use {instead}"
+    )
+
+
+def test_too_little_shared_memory_is_refused_with_the_device_name(monkeypatch):
+    _fake_gpu(monkeypatch, "Small GPU", (8, 6), shared=48 * 1024)
+    reason = triton_backend.unsupported_reason(torch.empty(1, 8, 8, 1, 128))
+    assert reason.startswith("torch.float32 with head_dim 128 needs up to") and reason.endswith(
+        "Small GPU allows 49152"
+    )
+
+
+def test_offsets_beyond_32_bits_in_one_image_are_refused():
+    # A qkv view of a 768x768 map with 3 x 24 heads of 64: one image spans > 2**31 elements
+    # (shapes only: meta tensors).
+    qkv = torch.empty(1, 768, 768, 3, 24, 64, device="meta")
+    q = qkv.unbind(3)[0]
+    reason = triton_backend.offset_reason(q)
+    span = 767 * 768 * 4608 + 767 * 4608 + 23 * 64 + 64
+    assert span > 2**31 - 1
+    assert reason == (
+        f"one image spans {span} elements (768x768 map, 24 heads of 64), beyond the triton "
+        "kernels' 32-bit offsets (2147483647): use backend='torch'"
+    )
+    small = torch.empty(1, 256, 256, 3, 24, 64, device="meta").unbind(3)[0]
+    assert triton_backend.offset_reason(small) is None
+
+
+# --------------------------------------------------------------------------- frozen bias
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5),
+                                        pytest.param(torch.float16, 2e-2, marks=pytest.mark.slow)])  # fmt: skip
+def test_a_frozen_bias_gives_the_same_input_gradients_without_a_bias_gradient(
+    dtype, tol, atomic_counts
+):
+    """rpb.requires_grad False: the dq kernel is built without the bias gradient (no
+    atomics at all); dq/dk/dv equal those with a trainable bias and the torch backend's."""
+    c = case(1, 20, 32, 2, 32, 7, 1)
+    q, k, v, rpb, grad = _inputs(c, dtype)
+    ref = neighborhood_attention_2d(*(t.requires_grad_() for t in (q, k, v)), 7, 1, rpb, backend="torch")
+    ref_grads = torch.autograd.grad(ref, (q, k, v), grad)
+    tq, tk, tv, tg = (x.detach().to(DEVICE, dtype).requires_grad_() for x in (q, k, v, grad))
+    frozen = rpb.to(DEVICE, torch.float32)
+    out = neighborhood_attention_2d(tq, tk, tv, 7, 1, frozen, backend="triton")
+    grads = torch.autograd.grad(out, (tq, tk, tv), tg)
+    assert atomic_counts == []  # no bias gradient, no atomics
+    trained = frozen.clone().requires_grad_()
+    out2 = neighborhood_attention_2d(tq, tk, tv, 7, 1, trained, backend="triton")
+    grads2 = torch.autograd.grad(out2, (tq, tk, tv, trained), tg)
+    assert atomic_counts  # the trainable bias does use them
+    for g, g2, r in zip(grads, grads2, ref_grads):
+        assert torch.equal(g, g2)
+        assert _rel_err(g, r) <= tol
+
+
+def test_a_frozen_bias_is_not_refused_in_deterministic_mode():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 9, 9, 1, 32, device=DEVICE, requires_grad=True) for _ in range(3))
+    rpb = torch.randn(1, 5, 5, device=DEVICE)  # frozen
+    was = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        out = neighborhood_attention_2d(q, k, v, 3, 1, rpb, backend="triton")
+        out.sum().backward()
+        assert q.grad is not None and rpb.grad is None
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
+# --------------------------------------------------------------------------- interior path
+# Maps where interior and border tiles mix, on both axes, with and without dilation:
+# query tiles and key tiles (whose interior is smaller) of kernel 3, 7 and 11.
+INTERIOR_CASES = [
+    case(1, 20, 32, 2, 32, 7, 1),
+    case(1, 40, 48, 1, 32, 7, 2),
+    case(1, 36, 30, 1, 32, 11, 1),
+    case(1, 22, 57, 1, 32, 3, (2, 3)),
+    case(1, 24, 48, 1, 48, 5, (1, 2), rpb=False),
+]
+
+
+def _tiles(c, keys):
+    """How many query (or key) tiles of case ``c`` are interior, and how many are not."""
+    from nattk.backbones.attention.triton_tiling import cdiv, tile_shape, tiles_per_axis
+
+    tile = tile_shape(c["kernel"])
+    axes = []
+    for length, d, k, size in zip((c["height"], c["width"]), c["dilation"], c["kernel"],
+                                  (tile.rows, tile.cols)):  # fmt: skip
+        flags = []
+        for group in range(d):
+            n = cdiv(length - group, d)
+            for first in range(0, tiles_per_axis(length, d, size) * size, size):
+                if first >= n:
+                    continue
+                if keys:
+                    flags.append(first >= k and first + size + k <= n)
+                else:
+                    flags.append(first >= k // 2 and first + size - 1 + (k - 1 - k // 2) < n)
+        axes.append(flags)
+    inner = sum(r and c_ for r in axes[0] for c_ in axes[1])
+    return inner, len(axes[0]) * len(axes[1]) - inner
+
+
+@pytest.mark.parametrize("c", [pytest.param(c, marks=pytest.mark.slow) if i else c
+                               for i, c in enumerate(INTERIOR_CASES)],
+                         ids=lambda c: f"k{c['kernel'][0]}d{c['dilation']}")  # fmt: skip
+def test_interior_and_border_tiles_together_match_fp64(c):
+    for keys in (False, True):
+        inner, border = _tiles(c, keys)
+        assert inner > 0 and border > 0, (c, keys)
+    _check_case(c, torch.float32, 1e-5)
+    _check_case(c, torch.float16, 2e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broken_pattern, broken", [
+    (False, {"out", "dq", "dk", "dv", "drpb"}),  # the forward's: out and lse, so all
+    (True, {"dk", "dv"}),  # the dk/dv kernel's transposed one: only dk, dv
+])  # fmt: skip
+def test_a_wrong_interior_pattern_breaks_exactly_what_uses_it(monkeypatch, broken_pattern, broken):
+    """Negative control: dropping the bias from one pattern (forward/dq, or dk/dv's
+    transposed one) must break what depends on the kernels that read it, and only that."""
+    original = triton_backend.interior_pattern
+
+    def without_bias(rpb, kernel, heads, device, keys_first):
+        dropped = keys_first == broken_pattern
+        return original(None if dropped else rpb, kernel, heads, device, keys_first=keys_first)
+
+    monkeypatch.setattr(triton_backend, "interior_pattern", without_bias)
+    c = case(1, 20, 32, 2, 32, 7, 1)
+    q, k, v, rpb, grad = _inputs(c, torch.float32)
+    ref_out, ref = _grads("torch", q, k, v, rpb, grad, c)
+    out, got = _grads("triton", *(x.detach().float() for x in (q, k, v, rpb, grad)), c)
+    errors = {"out": _rel_err(out, ref_out)}
+    errors.update({n: _rel_err(g, r) for n, g, r in zip(("dq", "dk", "dv", "drpb"), got, ref)})
+    assert {n for n, e in errors.items() if e > 1e-3} == broken, errors
+
+
+def test_the_interior_pattern_is_the_bias_inside_windows_and_minus_inf_outside():
+    from nattk.backbones.attention.triton_tiling import tile_shape
+
+    rpb = torch.randn(2, 13, 13)
+    pattern = triton_backend.interior_pattern(rpb, (7, 7), 2, torch.device("cpu"), False)
+    tile = tile_shape((7, 7))
+    assert pattern.shape == (2, tile.interior_blocks((7, 7)), 32, tile.block)
+    finite = torch.isfinite(pattern[0])
+    assert int(finite.sum()) == 32 * 49  # every query sees its 7 x 7 window exactly once
+    # Query 0 (tile row 0, col 0): its window's first key is halo slot (0, 0), bias (3, 3).
+    assert pattern[1, 0, 0, 0] == pytest.approx(rpb[1, 3, 3].item() * triton_backend.LOG2E)
+    transposed = triton_backend.interior_pattern(rpb, (7, 7), 2, torch.device("cpu"), True)
+    assert int(torch.isfinite(transposed[0]).sum()) == 32 * 49

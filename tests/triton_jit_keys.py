@@ -1,9 +1,11 @@
-"""Prints, as JSON, the JIT specialisation keys of every kernel the Triton launcher launches.
+"""Prints, as JSON, how many variants of each Triton kernel the JIT compiles for many calls.
 
 Run by ``tests/test_triton_backend.py`` in a process without ``TRITON_INTERPRET`` (the
-kernels must be real ``JITFunction``s). For each map size, dilation and batch, and for
-contiguous q/k/v and for views of one qkv tensor, it captures the launches the real
-launcher makes and asks Triton's own binder for their cache keys.
+kernels must be real ``JITFunction``s). For every map size, dilation and batch, for
+contiguous q/k/v and for views of one qkv tensor, the real launcher makes its launches
+through Triton's JIT (``JITFunction.run``, warmup) under a stand-in sm_90 driver
+(:func:`nattk.dev.triton_aot.compile_through_the_jit`): each distinct specialisation
+compiles once.
 
 Usage: python tests/triton_jit_keys.py HEADS HEAD_DIM DTYPE
 """
@@ -31,23 +33,24 @@ def _inputs(layout, batch, height, width, heads, dim, dtype):
 
 def main() -> None:
     heads, dim, dtype = int(sys.argv[1]), int(sys.argv[2]), getattr(torch, sys.argv[3])
-    # {layout: {kernel name: {repr of its JIT key: [[batch, H, W, dil_r, dil_c], ...]}}}
-    keys: dict[str, dict[str, dict[str, list]]] = {}
+    counts: dict[str, dict[str, int]] = {}
     for layout in ("contiguous", "qkv"):
-        for (height, width), dilation, batch in (
-            (s, d, b)
-            for s in SIZES
-            for d in DILATIONS
-            for b in BATCHES
-            if s[0] >= 7 * d[0] and s[1] >= 7 * d[1]  # as the module pads them
-        ):
-            q, k, v = _inputs(layout, batch, height, width, heads, dim, dtype)
-            rpb = torch.zeros(heads, 13, 13)
-            for launch in triton_aot.capture_launches(q, k, v, rpb, (7, 7), dilation):
-                key = repr(triton_aot.specialisation_key(launch))
-                per_kernel = keys.setdefault(layout, {}).setdefault(launch.name, {})
-                per_kernel.setdefault(key, []).append([batch, height, width, *dilation])
-    json.dump(keys, sys.stdout)
+
+        def work(layout=layout):
+            for (height, width), dilation, batch in (
+                (s, d, b)
+                for s in SIZES
+                for d in DILATIONS
+                for b in BATCHES
+                if s[0] >= 7 * d[0] and s[1] >= 7 * d[1]  # as the module pads them
+            ):
+                q, k, v = _inputs(layout, batch, height, width, heads, dim, dtype)
+                rpb = torch.zeros(heads, 13, 13)
+                triton_aot.run_launcher(q, k, v, rpb, (7, 7), dilation)
+
+        compiled = triton_aot.compile_through_the_jit(work)
+        counts[layout] = {name: len(variants) for name, variants in compiled.items()}
+    json.dump(counts, sys.stdout)
 
 
 if __name__ == "__main__":

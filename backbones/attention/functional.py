@@ -332,7 +332,7 @@ def _plain_eager_inference(*tensors: Optional[torch.Tensor]) -> bool:
     x = tensors[0]
     return (
         not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled(x.device.type)
+        and not _autocasts(x)
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
         and all(t is None or type(t) is torch.Tensor for t in tensors)

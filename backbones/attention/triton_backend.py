@@ -27,7 +27,7 @@ import importlib.util
 import os
 import warnings
 from functools import cache
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import torch
 
@@ -80,13 +80,33 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+#: The oldest Triton the kernels compile with: 3.2 lacks ``tl.gather``; 3.3, 3.4, 3.6 and
+#: 3.7.1 compile them (docs/attention.md). PyTorch 2.7 ships Triton 3.3.
+MIN_TRITON = (3, 3)
+#: The oldest compute capability per dtype: bf16 tensor-core products need Ampere
+#: (sm_80); fp16/fp32 compile for Turing (sm_75), Triton's oldest mma target here.
+MIN_CAPABILITY = {torch.bfloat16: (8, 0), torch.float16: (7, 5), torch.float32: (7, 5)}
+#: Offsets inside one image are 32-bit in the kernels (the batch offset is 64-bit).
+MAX_IMAGE_OFFSET = 2**31 - 1
+
+
 def unsupported_reason(call: Call | torch.Tensor) -> Optional[str]:
-    """Why the Triton kernels cannot serve ``call`` (``None`` when they can)."""
+    """Why the Triton kernels cannot serve ``call`` (``None`` when they can).
+
+    Each reason is one sentence that names what to do instead.
+    """
     call = as_call(call)
     x, dtype = call.q, call.dtype
     reason = import_error()
     if reason is not None:
         return reason
+    version = triton_version()
+    if version < MIN_TRITON:
+        return (
+            f"triton {'.'.join(map(str, version))} is older than "
+            f"{'.'.join(map(str, MIN_TRITON))}, the oldest the kernels compile with: "
+            f"pip install 'triton>={'.'.join(map(str, MIN_TRITON))}' (or torch>=2.7)"
+        )
     on_cpu_ok = interpreting() or (_CompileMode.active and _CompileMode.cpu_tensors)
     if x.device.type != "cuda" and not (x.device.type == "cpu" and on_cpu_ok):
         return f"tensor is on {x.device}; Triton kernels need CUDA (or TRITON_INTERPRET=1 on CPU)"
@@ -94,12 +114,87 @@ def unsupported_reason(call: Call | torch.Tensor) -> Optional[str]:
         return f"dtype {dtype} is not float16/bfloat16/float32"
     if x.shape[-1] > MAX_HEAD_DIM:
         return f"head_dim {x.shape[-1]} is larger than {MAX_HEAD_DIM}"
-    if x.device.type == "cuda":
-        limit = shared_memory_limit(x.device)
-        if shared_memory_reason(dtype, x.shape[-1], limit) is not None:  # name it only then
-            name = torch.cuda.get_device_name(x.device)
-            return shared_memory_reason(dtype, x.shape[-1], limit, name)
-    return None
+    reason = offset_reason(x)
+    if reason is not None:
+        return reason
+    facts = device_facts(x.device)
+    if facts is None:
+        return None
+    need = MIN_CAPABILITY[dtype]
+    if facts.capability < need:
+        have = "sm_{}{}".format(*facts.capability)
+        instead = "float16 or backend='torch'" if dtype == torch.bfloat16 else "backend='torch'"
+        return (
+            f"{dtype} on {facts.name} ({have}): the triton kernels need "
+            f"sm_{need[0]}{need[1]} or newer for it; use {instead}"
+        )
+    return shared_memory_reason(dtype, x.shape[-1], facts.shared_memory, facts.name)
+
+
+def triton_version() -> tuple[int, ...]:
+    """The installed Triton's ``(major, minor)`` (``(0, 0)`` when none is installed)."""
+    return _TRITON_VERSION
+
+
+def _read_triton_version() -> tuple[int, ...]:
+    """Read from the package metadata, without importing Triton."""
+    from importlib import metadata
+
+    for name in ("triton", "pytorch-triton"):
+        try:
+            text = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        parts = []
+        for piece in text.split(".")[:2]:
+            digits = "".join(ch for ch in piece if ch.isdigit())
+            parts.append(int(digits or 0))
+        return tuple(parts)
+    return (0, 0)
+
+
+# Read once (a plain constant for torch.compile to read, like _TRITON_FOUND).
+_TRITON_VERSION = _read_triton_version()
+
+
+def offset_reason(x: torch.Tensor) -> Optional[str]:
+    """Why one image of ``x`` (``[B, H, W, heads, D]``, or its contiguous copy and output)
+    is too large for the kernels' 32-bit offsets (``None`` when it fits)."""
+    _batch, height, width, heads, dim = x.shape
+    strided = (height - 1) * abs(x.stride(1)) + (width - 1) * abs(x.stride(2))
+    strided += (heads - 1) * abs(x.stride(3)) + dim
+    span = max(strided, height * width * heads * dim)
+    if span <= MAX_IMAGE_OFFSET:
+        return None
+    return (
+        f"one image spans {span} elements ({height}x{width} map, {heads} heads of {dim}), "
+        f"beyond the triton kernels' 32-bit offsets ({MAX_IMAGE_OFFSET}): use backend='torch'"
+    )
+
+
+class DeviceFacts(NamedTuple):
+    """What the refusals read of a GPU."""
+
+    name: str
+    capability: tuple[int, int]
+    shared_memory: int
+
+
+def device_facts(device: torch.device) -> Optional[DeviceFacts]:
+    """Name, compute capability and opt-in shared memory per block of a CUDA ``device``
+    (``None`` for a CPU tensor under the interpreter or a stand-in compile)."""
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _device_facts(index)
+
+
+@cache
+def _device_facts(index: int) -> DeviceFacts:
+    props = torch.cuda.get_device_properties(index)
+    # Not in torch's type stubs, but set on CUDA builds (what Triton's launcher checks).
+    shared = getattr(props, "shared_memory_per_block_optin", props.shared_memory_per_block)
+    return DeviceFacts(props.name, (props.major, props.minor), shared)
 
 
 def shared_memory_reason(
@@ -114,19 +209,6 @@ def shared_memory_reason(
         f"{dtype} with head_dim {head_dim} needs up to {need} bytes of shared memory per "
         f"block; {device_name} allows {limit}"
     )
-
-
-def shared_memory_limit(device: torch.device) -> int:
-    """The most shared memory one block may use on ``device`` (bytes, opt-in)."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return _shared_memory_limit(index)
-
-
-@cache
-def _shared_memory_limit(index: int) -> int:
-    props = torch.cuda.get_device_properties(index)
-    # Not in torch's type stubs, but set on CUDA builds (what Triton's launcher checks).
-    return getattr(props, "shared_memory_per_block_optin", props.shared_memory_per_block)
 
 
 def _block_dim(head_dim: int) -> int:

@@ -49,11 +49,16 @@ def attention_inputs(
     layers = {name: m for name, m in model.named_modules() if isinstance(m, NeighborhoodAttention2D)}
     shapes: dict[str, tuple[int, ...]] = {}
     shadow = copy.deepcopy(model).to("meta")
+
+    def record(name: str):
+        def hook(_module, args) -> None:
+            shapes.setdefault(name, tuple(args[0].shape))
+
+        return hook
+
     for name, module in shadow.named_modules():
         if name in layers:
-            module.register_forward_pre_hook(
-                lambda _m, args, name=name: shapes.setdefault(name, tuple(args[0].shape))
-            )
+            module.register_forward_pre_hook(record(name))
     with torch.no_grad():
         shadow(torch.empty(batch, 3, height, width, device="meta"))
     return [(layers[name], shape) for name, shape in shapes.items()]
