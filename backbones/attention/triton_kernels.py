@@ -230,17 +230,37 @@ def _query_side(
 
 
 @triton.jit
+def _rows_of(base, hb, lr, row_step, d, TH: tl.constexpr, KH: tl.constexpr):
+    """Element offsets of a block of an interior tile's halo (or inverse halo) rows.
+
+    Rows past the halo (padding slots, the last block's tail) are clamped to its last
+    row: always in the map, so the loads need no mask (the pattern's ``-inf`` drops
+    them). Returns the ``[BN, BD]`` offsets and the rows.
+    """
+    rows = tl.minimum(hb + lr, TH + KH - 2)
+    return (base + rows * row_step)[:, None] + d[None, :], rows
+
+
+@triton.jit
+def _load_rows(ptrs, d_ok, BD: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Loads a block of whole rows; channels are masked only past a head dim below ``BD``."""
+    if BD == HEAD_DIM:
+        return tl.load(ptrs)
+    else:
+        return tl.load(ptrs, mask=d_ok[None, :], other=0.0)
+
+
+@triton.jit
 def _interior_keys(
-    q, k_head, v_head, pat_block, pat_offs, key_off0, hb, lr, row_step, d, d_ok, qk_scale,
-    TH: tl.constexpr, KH: tl.constexpr, IR: tl.constexpr, IEEE: tl.constexpr,
+    q, k_head, v_head, pat_block, pat_offs, key_base, hb, lr, row_step, d, d_ok, qk_scale,
+    TH: tl.constexpr, KH: tl.constexpr, BD: tl.constexpr, HEAD_DIM: tl.constexpr,
+    IEEE: tl.constexpr,
 ):  # fmt: skip
     """Keys of one block of an interior tile and its log2 scores: the window mask and
     the bias come in one load of the precomputed pattern (``-inf`` outside windows)."""
-    key_ok = (lr < IR) & (hb + lr < TH + KH - 1)
-    off = key_off0 + hb * row_step
-    kv_mask = key_ok[:, None] & d_ok[None, :]
-    k = tl.load(k_head + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(v_head + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+    ptrs, _rows = _rows_of(key_base, hb, lr, row_step, d, TH, KH)
+    k = _load_rows(k_head + ptrs, d_ok, BD, HEAD_DIM)
+    v = _load_rows(v_head + ptrs, d_ok, BD, HEAD_DIM)
     s = _dot(q, tl.trans(k), IEEE) * qk_scale + tl.load(pat_block + pat_offs)
     return k, v, s
 
@@ -282,14 +302,18 @@ def na2d_fwd_kernel(
     qk_scale = scale * LOG2E
     if _query_tile_interior(first_r, first_c, len_r, len_c, TH, TW, KH, KW):
         ilr, ilc = _interior_slots(IP, BN)
-        key_off0 = (grp_r + (halo_r + ilr) * dil_r) * s_r + (grp_c + (halo_c + ilc) * dil_c) * s_c
+        key_base = (grp_r + halo_r * dil_r) * s_r + (grp_c + (halo_c + ilc) * dil_c) * s_c
         pat_head = pat_ptr + head * (IB * TH * TW * BN)
         pat_offs = tl.arange(0, TH * TW)[:, None] * BN + tl.arange(0, BN)[None, :]
-        for blk in range(0, IB):
+        # ext_r is TH + KH - 1 here; a run-time bound keeps the loop a loop (one
+        # block's code, not IB unrolled copies).
+        pat_block = pat_head
+        for hb in range(0, ext_r, IR):
             k, v, s = _interior_keys(
-                q, k_head, v_head, pat_head + blk * (TH * TW * BN), pat_offs, key_off0,
-                blk * IR, ilr, row_step, d, d_ok, qk_scale, TH, KH, IR, IEEE,
+                q, k_head, v_head, pat_block, pat_offs, key_base,
+                hb, ilr, row_step, d, d_ok, qk_scale, TH, KH, BD, HEAD_DIM, IEEE,
             )  # fmt: skip
+            pat_block += TH * TW * BN
             m_new = tl.maximum(m_i, tl.max(s, 1))
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(s - m_new[:, None])
@@ -385,7 +409,7 @@ def na2d_bwd_dq_kernel(
     interior = _query_tile_interior(first_r, first_c, len_r, len_c, TH, TW, KH, KW)
     if interior:
         ilr, ilc = _interior_slots(IP, BN)
-        key_off0 = (grp_r + (halo_r + ilr) * dil_r) * s_r + (grp_c + (halo_c + ilc) * dil_c) * s_c
+        key_base = (grp_r + halo_r * dil_r) * s_r + (grp_c + (halo_c + ilc) * dil_c) * s_c
         pat_head = pat_ptr + head * (IB * TH * TW * BN)
         pat_offs = tl.arange(0, TH * TW)[:, None] * BN + tl.arange(0, BN)[None, :]
         # Query i = (i // TW, i % TW) of the tile: slot (a, b) is halo slot
@@ -393,18 +417,24 @@ def na2d_bwd_dq_kernel(
         i = tl.arange(0, TH * TW)
         slot0 = (i[:, None] // TW + a[None, :]) * IP + (i[:, None] % TW + b[None, :])
         slot0 = tl.where(j_ok[None, :], slot0, _FAR)
-        for blk in range(0, IB):
+        # ext_r is TH + KH - 1 here; a run-time bound keeps the loop a loop (one
+        # block's code, not IB unrolled copies).
+        pat_block = pat_head
+        for hb in range(0, ext_r, IR):
             k, v, s = _interior_keys(
-                q, k_head, v_head, pat_head + blk * (TH * TW * BN), pat_offs, key_off0,
-                blk * IR, ilr, row_step, d, d_ok, qk_scale, TH, KH, IR, IEEE,
+                q, k_head, v_head, pat_block, pat_offs, key_base,
+                hb, ilr, row_step, d, d_ok, qk_scale, TH, KH, BD, HEAD_DIM, IEEE,
             )  # fmt: skip
+            pat_block += TH * TW * BN
             p = tl.exp2(s - lse[:, None])
             dp = _dot(dout, tl.trans(v), IEEE)
             ds = p * (dp - delta[:, None])
             if HAS_DRPB:
-                slot = slot0 - blk * (IR * IP)
-                take = (slot >= 0) & (slot < IR * IP)
-                w += tl.where(take, tl.gather(ds, tl.where(take, slot, 0), 1), 0.0)
+                # Slots past IR * IP hold ds = 0 (the pattern masks them): only the
+                # range of a block matters, one unsigned compare; & keeps the index in it.
+                slot = slot0 - hb * IP
+                take = slot.to(tl.uint32) < BN
+                w += tl.where(take, tl.gather(ds, slot & (BN - 1), 1), 0.0)
             dq += _dot(ds.to(k.dtype), k, IEEE)
     else:
         t_r0, index0 = _pair_tables(
@@ -490,23 +520,25 @@ def na2d_bwd_dkdv_kernel(
     if _key_tile_interior(first_r, first_c, len_r, len_c, TH, TW, KH, KW):
         ilr, ilc = _interior_slots(IP, BN)
         q_col = grp_c + (first_q_c + ilc) * dil_c
+        row0 = grp_r + first_q_r * dil_r
+        q_base = row0 * s_r + q_col * s_c
+        o_base = row0 * o_r + q_col * o_c
+        l_base = l_head + (row0 * width + q_col) * heads
         pat_head = pat_ptr + head * (IB * TH * TW * BN)
         pat_offs = tl.arange(0, TH * TW)[:, None] * BN + tl.arange(0, BN)[None, :]
-        for blk in range(0, IB):
-            hb = blk * IR
-            m_ok = (ilr < IR) & (hb + ilr < TH + KH - 1)
-            q_row = grp_r + (first_q_r + hb + ilr) * dil_r
-            qd_mask = m_ok[:, None] & d_ok[None, :]
-            q_pix = q_row * s_r + q_col * s_c
-            q = tl.load(q_ptr + in_head + q_pix[:, None] + d[None, :], mask=qd_mask, other=0.0)
-            o_pix = q_row * o_r + q_col * o_c
-            dout = tl.load(dout_ptr + o_head + o_pix[:, None] + d[None, :], mask=qd_mask, other=0.0)
-            l_pix = l_head + (q_row * width + q_col) * heads
-            lse = tl.load(lse_ptr + l_pix, mask=m_ok, other=0.0) * LOG2E
-            delta = tl.load(delta_ptr + l_pix, mask=m_ok, other=0.0)
+        pat_block = pat_head
+        for hb in range(0, ext_r, IR):  # ext_r is TH + KH - 1 here (see the forward)
+            q_ptrs, rows = _rows_of(q_base, hb, ilr, dil_r * s_r, d, TH, KH)
+            q = _load_rows(q_ptr + in_head + q_ptrs, d_ok, BD, HEAD_DIM)
+            o_ptrs = (o_base + rows * (dil_r * o_r))[:, None] + d[None, :]
+            dout = _load_rows(dout_ptr + o_head + o_ptrs, d_ok, BD, HEAD_DIM)
+            l_pix = l_base + rows * (dil_r * width * heads)
+            lse = tl.load(lse_ptr + l_pix) * LOG2E
+            delta = tl.load(delta_ptr + l_pix)
             # Transposed pairs: keys along dim 0, queries along dim 1.
             s = _dot(k, tl.trans(q), IEEE) * qk_scale
-            s += tl.load(pat_head + blk * (TH * TW * BN) + pat_offs)
+            s += tl.load(pat_block + pat_offs)
+            pat_block += TH * TW * BN
             p = tl.exp2(s - lse[None, :])
             dv += _dot(p.to(dout.dtype), dout, IEEE)
             dp = _dot(v, tl.trans(dout), IEEE)

@@ -230,3 +230,53 @@ def useful_work(
                 rows_per_block = tile.block // halo_cols
                 evaluated += tile.size * cdiv(halo_rows, rows_per_block) * tile.block
     return useful, evaluated
+
+
+def _first_query(key: int, kernel: int) -> int:
+    return 0 if key < kernel else key - kernel + 1 + kernel // 2
+
+
+def _last_query(key: int, length: int, kernel: int) -> int:
+    return length - 1 if key >= length - kernel else min(key + kernel // 2, length - 1)
+
+
+def _axis_spans(
+    length: int, dilation: int, kernel: int, tile: int, keys: bool
+) -> list[tuple[bool, int]]:
+    """``(interior, span)`` of every non-empty tile along one axis, over all groups: the
+    span of keys its queries' windows cover (or, for ``keys``, of the queries whose
+    windows hold its keys), and whether the tile takes the interior path."""
+    out = []
+    for group in range(dilation):
+        n = cdiv(length - group, dilation)
+        for first in range(0, n, tile):
+            last = min(first + tile, n) - 1
+            if keys:
+                inner = first >= kernel and first + tile + kernel <= n
+                span = _last_query(last, n, kernel) + 1 - _first_query(first, kernel)
+            else:
+                inner = first >= kernel // 2 and last + (kernel - 1 - kernel // 2) < n
+                span = window_start(last, n, kernel) + kernel - window_start(first, n, kernel)
+            out.append((inner and last - first + 1 == tile, span))
+    return out
+
+
+def key_blocks(
+    height: int, width: int, kernel: Sequence[int], dilation: Sequence[int], keys: bool = False
+) -> tuple[int, int]:
+    """``(interior, border)`` key blocks the forward/dq kernels walk on one (batch, head),
+    or with ``keys`` the query blocks of the dk/dv kernel: what the SASS counts per
+    block are multiplied by (:mod:`nattk.dev.triton_aot`)."""
+    tile = tile_shape(kernel)
+    rows = _axis_spans(height, dilation[0], kernel[0], tile.rows, keys)
+    cols = _axis_spans(width, dilation[1], kernel[1], tile.cols, keys)
+    inner_blocks = tile.interior_blocks(kernel)
+    interior = border = 0
+    for inner_r, span_r in rows:
+        for inner_c, span_c in cols:
+            if inner_r and inner_c:
+                interior += inner_blocks
+                continue
+            for c0 in range(0, span_c, tile.pitch):
+                border += cdiv(span_r, tile.block // min(span_c - c0, tile.pitch))
+    return interior, border

@@ -1,24 +1,23 @@
 """Ahead-of-time compilation of the Triton kernels for named GPU targets, on any machine.
 
 Triton's interpreter does not enforce what the GPU compiler does (``tl.dot`` shape
-rules, shared-memory limits, register pressure). ``triton.compile`` does, for a named
-target, without a GPU. This module compiles *the kernel the JIT would build*: it runs
-the real launcher (:mod:`nattk.backbones.attention.triton_backend`) on CPU tensors of the right dtype and layout,
-captures each launch instead of running it, and hands the captured arguments to the
-JIT's own binder (Triton's ``specialize`` machinery, the code ``JITFunction.run``
-uses). So the signature, the constexprs and the divisibility attributes are Triton's
-own answer for real tensors, not a list kept here. From the cubin, Triton's bundled
-``cuobjdump`` reads registers, local memory (spills) and the SASS that
-:mod:`.triton_sass` counts.
+rules, shared-memory limits, register pressure). The compiler does, for a named
+target, without a GPU. This module compiles *the kernels the JIT would build*, through
+the JIT itself: the real launcher (:mod:`nattk.backbones.attention.triton_backend`)
+runs on CPU tensors of the right dtype and layout inside
+:func:`~nattk.backbones.attention.triton_backend.compile_only`, so every launch goes
+through ``JITFunction.run`` (``warmup``: bind, specialise, compile, no launch) while a
+:class:`StandInDriver` names the target. The signature, the constexprs, the
+divisibility attributes and the count of variants are Triton's own answer for real
+tensors. From each compiled kernel's cubin, Triton's bundled ``cuobjdump`` reads
+registers, local memory (spills) and the SASS that :mod:`.triton_sass` counts.
 
 Must run in a process where ``TRITON_INTERPRET`` is not ``1`` (the interpreter replaces
 the kernels by Python functions): :func:`compile_report` checks.
 
-Uses two Triton internals, present in the pinned triton 3.7.1:
-``triton.runtime.jit.create_function_from_signature`` (builds the binder the JIT calls on
-every launch) and ``JITFunction._pack_args`` (turns its specialisation into signature,
-constexprs and attributes). :func:`_jit_internals` fails with a clear message where
-they are missing.
+Triton internals used: ``triton.runtime.driver.driver`` (``set_active`` and its
+``_active`` slot), ``JITFunction.device_caches`` and ``CompiledKernel.asm/metadata``;
+the same in Triton 3.3, 3.4, 3.6 and 3.7.1.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from typing import Iterator, Optional
 
 import torch
 
+from nattk.backbones.attention.triton_tiling import BACKWARD_DQ_KERNEL as BACKWARD_DQ
 from nattk.backbones.attention.triton_tiling import KERNEL_NAMES
 
 from . import triton_sass
@@ -61,7 +61,9 @@ class Specialisation:
         kernel_size: neighborhood size (square).
         head_dim: channels per head.
         rpb: whether the call has a relative position bias.
-        heads: attention heads of the call (1 specialises differently).
+        heads: attention heads of the call (never specialised: any count compiles the
+            same kernel).
+        rpb_grad: whether the bias needs a gradient (the dq kernel skips it otherwise).
     """
 
     kernel: str
@@ -70,6 +72,7 @@ class Specialisation:
     head_dim: int
     rpb: bool = True
     heads: int = 2
+    rpb_grad: bool = True
 
 
 @dataclass
@@ -95,11 +98,12 @@ class CompileResult:
 
 
 def published_specialisations() -> list[Specialisation]:
-    """Every variant a published model runs, plus the extra head dims and ``heads == 1``.
+    """Every variant a published model runs, plus the extra head dims and a frozen bias.
 
     Forward and both backward kernels x fp16/bf16/fp32 x kernel 7/11 x head dim 32/48 x
     with and without rpb; then head dims 16/64/128 (fp16) and 128 (fp32, the largest
-    shared memory) and one head, kernel 7, once each.
+    shared memory), kernel 7, once each; and the dq kernel of a frozen bias (no bias
+    gradient: its own variant), fp16/bf16, kernel 7/11, head dim 32.
     """
     specs = [
         Specialisation(name, dtype, kernel, dim, rpb)
@@ -110,7 +114,11 @@ def published_specialisations() -> list[Specialisation]:
     for name in KERNEL_NAMES:
         specs += [Specialisation(name, "fp16", 7, dim) for dim in EXTRA_HEAD_DIMS]
         specs.append(Specialisation(name, "fp32", 7, max(EXTRA_HEAD_DIMS)))
-        specs.append(Specialisation(name, "fp16", 7, 32, heads=1))
+    specs += [
+        Specialisation(BACKWARD_DQ, dtype, kernel, 32, rpb_grad=False)
+        for dtype in ("fp16", "bf16")
+        for kernel in PUBLISHED_KERNELS
+    ]
     return specs
 
 
@@ -222,7 +230,9 @@ def compile_call(spec: Specialisation, arch: int) -> dict[str, list]:
     """The variants the JIT compiles for one forward and backward of ``spec``'s call."""
     q, k, v, rpb = spec_tensors(spec)
     size = (spec.kernel_size, spec.kernel_size)
-    return compile_through_the_jit(lambda: run_launcher(q, k, v, rpb, size, (1, 1)), arch)
+    return compile_through_the_jit(
+        lambda: run_launcher(q, k, v, rpb, size, (1, 1), rpb_grad=spec.rpb_grad), arch
+    )
 
 
 # --------------------------------------------------------------------------- models
@@ -357,24 +367,36 @@ def compile_report(
 
 
 def _call_of(spec: Specialisation) -> tuple:
-    return (spec.dtype, spec.kernel_size, spec.head_dim, spec.rpb, spec.heads)
+    return (spec.dtype, spec.kernel_size, spec.head_dim, spec.rpb, spec.heads, spec.rpb_grad)
 
 
 # --------------------------------------------------------------------------- tables
 def instructions_per_window_pair(result: CompileResult, height=200, width=336, dilation=1):
-    """Forward non-MMA warp-instructions per in-window pair on one layer shape.
+    """Non-MMA warp-instructions per in-window pair of one kernel on one layer shape.
 
-    ``loop_other x num_warps`` per key block, times the key blocks the tiling walks on
-    the shape (:func:`nattk.backbones.attention.triton_tiling.useful_work`), over its in-window pairs. Default
-    shape: COCO stage 1 (800x1333 input), dilation 1.
+    Each key-block loop's non-MMA count per iteration (``fast_loop_other`` for interior
+    tiles, ``loop_other`` for border tiles) ``x num_warps``, times the blocks the tiling
+    walks on the shape in that loop
+    (:func:`nattk.backbones.attention.triton_tiling.key_blocks`: query tiles for the
+    forward and dq kernels, key tiles for dk/dv), over the shape's in-window pairs.
+    Default shape: COCO stage 1 (800x1333 input), dilation 1.
     """
-    from nattk.backbones.attention.triton_tiling import tile_shape, useful_work
+    from nattk.backbones.attention.triton_tiling import (
+        BACKWARD_DKDV_KERNEL,
+        key_blocks,
+        useful_work,
+    )
 
     size = (result.spec.kernel_size, result.spec.kernel_size)
-    useful, evaluated = useful_work(height, width, size, (dilation, dilation))
-    tile = tile_shape(size)
-    blocks = evaluated / (tile.size * tile.block)
-    return result.sass.loop_other * result.num_warps * blocks / useful
+    useful, _evaluated = useful_work(height, width, size, (dilation, dilation))
+    keys = result.spec.kernel.startswith(BACKWARD_DKDV_KERNEL)
+    interior, border = key_blocks(height, width, size, (dilation, dilation), keys)
+    sass = result.sass
+    return (sass.fast_loop_other * interior + sass.loop_other * border) * result.num_warps / useful
+
+
+def _bias(spec: Specialisation) -> str:
+    return ("yes" if spec.rpb_grad else "frozen") if spec.rpb else "no"
 
 
 def markdown_table(results: list[CompileResult]) -> str:
@@ -382,7 +404,7 @@ def markdown_table(results: list[CompileResult]) -> str:
     lines = [
         "| target | kernel | dtype | k | head dim | rpb | heads | warps | shared (limit) | "
         "regs | local B | global loads (bits: n) | stores | MMA | loop non-MMA / block "
-        "(per warp) | non-MMA per window pair | atomics (loop) |",
+        "(per warp; interior, border) | non-MMA per window pair | atomics (loop) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -392,9 +414,9 @@ def markdown_table(results: list[CompileResult]) -> str:
         per_pair = instructions_per_window_pair(r)
         lines.append(
             f"| {TARGET_NAMES[r.arch]} | `{s.kernel}` | {s.dtype} | {s.kernel_size} | "
-            f"{s.head_dim} | {'yes' if s.rpb else 'no'} | {s.heads} | {r.num_warps} | "
+            f"{s.head_dim} | {_bias(s)} | {s.heads} | {r.num_warps} | "
             f"{r.shared_bytes} B ({r.shared_limit // 1024} KiB) | {r.registers} | "
-            f"{r.local_bytes} | {loads} | {stores} | {c.mma} | {c.loop_other} | "
+            f"{r.local_bytes} | {loads} | {stores} | {c.mma} | {c.fast_loop_other}, {c.loop_other} | "
             f"{per_pair:.2f} | {c.atomics} ({c.loop_atomics}) |"
         )
     return "\n".join(lines)

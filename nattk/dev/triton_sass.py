@@ -6,9 +6,10 @@ before it ever runs: how wide its global loads and stores are, how many tensor-c
 (MMA) instructions it issues, how many other instructions its innermost loop runs per
 iteration, and its atomics. Plain text parsing, importable without Triton.
 
-The inner loop is the backward branch whose body holds the most MMA instructions (the
-key-block loop of the attention kernels); its non-MMA instruction count is per warp and
-per iteration, so ``x num_warps`` gives the program's count per key block.
+The key-block loops are the innermost loops (backward branches whose body holds no other
+loop) with MMA instructions. The attention kernels have two: the interior tiles' fast
+loop and the border tiles' loop. Their non-MMA instruction counts are per warp and per
+iteration, so ``x num_warps`` gives the program's count per key block.
 """
 
 from __future__ import annotations
@@ -59,10 +60,12 @@ class SassCounters:
         stores: global store count per width in bits.
         mma: MMA instructions in the whole kernel.
         loop_mma: MMA instructions in one iteration of the inner loop.
-        loop_other: non-MMA instructions (NOPs excluded) in one iteration of the inner
-            loop, per warp.
+        loop_other: non-MMA instructions (NOPs excluded) in one iteration of the
+            key-block loop with the most of them (the border tiles' loop), per warp.
+        fast_loop_other: the same for the key-block loop with the fewest (the interior
+            tiles' loop; equal to ``loop_other`` when there is one loop).
         atomics: atomic/reduction instructions in the whole kernel (static count).
-        loop_atomics: atomic instructions inside the inner loop, per iteration.
+        loop_atomics: atomic instructions inside the key-block loops, per iteration.
     """
 
     loads: Counter = field(default_factory=Counter)
@@ -70,6 +73,7 @@ class SassCounters:
     mma: int = 0
     loop_mma: int = 0
     loop_other: int = 0
+    fast_loop_other: int = 0
     atomics: int = 0
     loop_atomics: int = 0
 
@@ -83,6 +87,7 @@ class SassCounters:
             "mma": self.mma,
             "loop_mma": self.loop_mma,
             "loop_other": self.loop_other,
+            "fast_loop_other": self.fast_loop_other,
             "atomics": self.atomics,
             "loop_atomics": self.loop_atomics,
         }
@@ -129,16 +134,21 @@ def counters(sass: str) -> SassCounters:
         elif ins.opcode in ATOMIC_OPCODES:
             result.atomics += 1
     loops = _loops(instructions)
-    if loops:
-
-        def mma_in(span):
-            return sum(ins.opcode in MMA_OPCODES for ins in instructions[span[0] : span[1] + 1])
-
-        first, last = max(loops, key=lambda span: (mma_in(span), span[0] - span[1]))
+    innermost = [
+        (a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)
+    ]
+    key_loops = []
+    for first, last in innermost:
         body = instructions[first : last + 1]
-        result.loop_mma = sum(ins.opcode in MMA_OPCODES for ins in body)
-        result.loop_other = sum(
-            ins.opcode not in MMA_OPCODES and ins.opcode not in IDLE_OPCODES for ins in body
-        )
-        result.loop_atomics = sum(ins.opcode in ATOMIC_OPCODES for ins in body)
+        mma = sum(ins.opcode in MMA_OPCODES for ins in body)
+        if mma:
+            other = sum(
+                ins.opcode not in MMA_OPCODES and ins.opcode not in IDLE_OPCODES for ins in body
+            )
+            key_loops.append((mma, other, sum(ins.opcode in ATOMIC_OPCODES for ins in body)))
+    if key_loops:
+        result.loop_mma = max(mma for mma, _, _ in key_loops)
+        result.loop_other = max(other for _, other, _ in key_loops)
+        result.fast_loop_other = min(other for _, other, _ in key_loops)
+        result.loop_atomics = max(atomics for _, _, atomics in key_loops)
     return result
