@@ -56,7 +56,7 @@ from typing import Callable, Optional
 
 import torch
 
-from nattk.backbones.attention import neighborhood_attention_2d
+from nattk.backbones.attention import neighborhood_attention_2d, triton_backend
 from nattk.backbones.attention.indices import grid_indices
 from nattk.timing import median_ms
 
@@ -568,22 +568,6 @@ def check_correctness(shapes: list[Shape], device, batch: int = 1) -> list[dict]
     return rows
 
 
-def compiled_variants() -> dict:
-    """How many variants Triton compiled per kernel in this process (None: unknown)."""
-    from nattk.backbones.attention import triton_kernels
-
-    counts = {}
-    names = ("na2d_fwd_kernel", "na2d_bwd_dq_kernel", "na2d_bwd_dkdv_kernel")
-    for name in (*names, *(f"{n}_unaligned" for n in names)):
-        fn = getattr(triton_kernels, name)
-        caches = getattr(fn, "device_caches", None)
-        try:
-            counts[name] = sum(len(entry[0]) for entry in caches.values())
-        except (AttributeError, TypeError, IndexError):
-            counts[name] = None
-    return counts
-
-
 def correctness_markdown(rows: list[dict]) -> str:
     lines = [
         "| shape | dil | dtype | Triton rel. err (out, dq, dk, dv, drpb) | torch backend rel. err | ok |",
@@ -709,7 +693,7 @@ def main(argv=None) -> None:
         print(to_markdown(rows, "").split("\n", 3)[-1], end="", flush=True)
 
     if "triton" in args.backends:
-        variants = compiled_variants()
+        variants = triton_backend.compiled_kernels()
         header += f" Triton kernels compiled over all map sizes: {variants}."
         print(f"compiled Triton variants: {variants}", flush=True)
     (out / "results.md").write_text(to_markdown(results, header))

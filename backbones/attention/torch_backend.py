@@ -141,7 +141,7 @@ def qk_backward(grad, q, k, rpb, kernel, dilation, scale):
     acc = acc_dtype(q.dtype)
     dq = torch.empty_like(q)
     dk = torch.zeros(k_flat.shape, dtype=acc, device=k.device)
-    drpb = None if rpb is None or not rpb_grad else torch.zeros_like(rpb, dtype=acc).flatten(1)
+    drpb = None if rpb is None else torch.zeros_like(rpb, dtype=acc).flatten(1)
     for rows, keys, bias in geo.chunks(q):
         g = grad[:, rows]
         dq[:, rows] = torch.einsum("bhwnk,bhwknd->bhwnd", g, _gather(k_flat, keys)) * scale
@@ -207,7 +207,9 @@ def attention_backward(
     dq = torch.empty_like(q)
     dk = torch.zeros(k_flat.shape, dtype=acc, device=q.device)
     dv = torch.zeros(v_flat.shape, dtype=acc, device=q.device)
-    drpb = None if rpb is None or not rpb_grad else torch.zeros_like(rpb, dtype=acc).flatten(1)
+    drpb = None
+    if rpb is not None and rpb_grad:
+        drpb = torch.zeros_like(rpb, dtype=acc).flatten(1)
     for rows, keys, bias in geo.chunks(q):
         g = grad_out[:, rows]
         k_rows, v_rows = _gather(k_flat, keys), _gather(v_flat, keys)

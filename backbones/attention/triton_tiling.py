@@ -171,9 +171,7 @@ def _axis_tiles(length: int, dilation: int, kernel: int, tile: int) -> list[tupl
     return out
 
 
-def interior_pairs(
-    kernel_size: Sequence[int], keys_first: bool = False
-) -> tuple[list, list]:
+def interior_pairs(kernel_size: Sequence[int], keys_first: bool = False) -> tuple[list, list]:
     """Bias index and window test of every (tile point, block slot) pair of an interior tile.
 
     Returns two nested lists ``[blocks][tile.size][tile.block]``: the flat index into a

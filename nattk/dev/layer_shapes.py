@@ -46,7 +46,9 @@ def attention_inputs(
     ``batch x 3 x height x width`` input: no computation, the model's own strides and
     rounding.
     """
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, NeighborhoodAttention2D)}
+    layers = {
+        name: m for name, m in model.named_modules() if isinstance(m, NeighborhoodAttention2D)
+    }
     shapes: dict[str, tuple[int, ...]] = {}
     shadow = copy.deepcopy(model).to("meta")
 

@@ -238,47 +238,50 @@ def compile_call(spec: Specialisation, arch: int) -> dict[str, list]:
 # --------------------------------------------------------------------------- models
 def model_compiles(
     model: torch.nn.Module, height: int, width: int, dtype: torch.dtype, arch: int = 90,
-    batch: int = 2,
+    batch: int = 2, device: str = "cpu",
 ) -> dict[str, int]:  # fmt: skip
     """How many variants of each kernel the JIT compiles for one training step of ``model``.
 
     Every attention layer of ``model`` at a ``height x width`` input (its map sizes
     from a shape-only pass, :func:`~nattk.dev.layer_shapes.attention_inputs`) runs its
-    own q/k/v projection (so q, k, v are the strided views the module makes) in
-    ``dtype``, then a forward and a backward with a trainable bias through the real
-    operator and launcher, compiled for ``sm_<arch>``.
+    own padding and q/k/v projection (so q, k, v are the strided views the module
+    makes) in ``dtype``, then a forward and a backward with a trainable bias through
+    the real operator and launcher, compiled and not run. On ``"cpu"`` the kernels are
+    compiled for ``sm_<arch>`` under a :class:`StandInDriver`; on a CUDA device, for
+    that GPU (what a first real step compiles: ``tools/gpu_check.py`` runs it up front).
     """
-    from nattk.backbones.attention import neighborhood_attention_2d
+    import copy
+
+    from nattk.backbones.attention import neighborhood_attention_2d, triton_backend
 
     from .layer_shapes import attention_inputs
 
+    target = torch.device(device)
+
     def work():
         for attn, shape in attention_inputs(model, height, width, batch):
-            with torch.no_grad():
-                weight, bias = attn.qkv.weight.to(dtype), attn.qkv.bias
-                x = torch.zeros(shape, dtype=dtype)
-                projected = torch.nn.functional.linear(
-                    x, weight, None if bias is None else bias.to(dtype)
-                )
-            q, k, v = (
-                t.requires_grad_() for t in _qkv_views(attn, projected, shape)
-            )  # fmt: skip
-            rpb = None if attn.rpb is None else attn.rpb.detach().float().requires_grad_()
+            layer = attn if target.type == "cpu" else copy.deepcopy(attn).to(target)
+            autocast = torch.autocast(target.type, dtype, enabled=dtype != torch.float32)
+            with torch.no_grad(), autocast:
+                views = layer._padded_qkv(torch.zeros(shape, device=target))
+            q, k, v = (t.detach().to(dtype).requires_grad_() for t in views)
+            rpb = None if layer.rpb is None else layer.rpb.detach().float().requires_grad_()
             out = neighborhood_attention_2d(
-                q, k, v, attn.kernel_size, attn.dilation, rpb, attn.scale, "triton"
+                q, k, v, layer.kernel_size, layer.dilation, rpb, layer.scale, "triton"
             )
             out.backward(torch.zeros_like(out))
 
-    compiled = compile_through_the_jit(work, arch)
-    return {name: len(variants) for name, variants in compiled.items()}
+    if target.type == "cpu":
+        compiled = compile_through_the_jit(work, arch)
+        return {name: len(variants) for name, variants in compiled.items()}
+    before = triton_backend.compiled_kernels()
+    with triton_backend.compile_only():
+        work()
+    after = triton_backend.compiled_kernels()
+    return {name: after[name] - before[name] for name in after}
 
 
-def _qkv_views(attn, projected: torch.Tensor, shape) -> tuple:
-    """q, k, v as :class:`NeighborhoodAttention2D` splits its projection."""
-    qkv = projected.reshape(*shape[:3], 3, attn.num_heads, attn.head_dim)
-    return qkv.unbind(3)
-
-
+# --------------------------------------------------------------------------- compile
 def _tool(name: str) -> str:
     import triton
 
@@ -314,7 +317,9 @@ def compile_specialisations(group: list[Specialisation], arch: int) -> list[Comp
     for spec in group:
         variants = compiled[spec.kernel]
         if len(variants) != 1:
-            raise RuntimeError(f"{spec}: the JIT compiled {len(variants)} variants of {spec.kernel}")
+            raise RuntimeError(
+                f"{spec}: the JIT compiled {len(variants)} variants of {spec.kernel}"
+            )
         kernel = variants[0]
         cubin = kernel.asm["cubin"]
         registers, local = _resource_usage(cubin)

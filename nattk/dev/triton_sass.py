@@ -135,7 +135,9 @@ def counters(sass: str) -> SassCounters:
             result.atomics += 1
     loops = _loops(instructions)
     innermost = [
-        (a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)
+        (a, b)
+        for a, b in loops
+        if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)
     ]
     key_loops = []
     for first, last in innermost:
