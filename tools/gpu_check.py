@@ -87,20 +87,20 @@ def run_step(name: str, command: list[str], out: Path, env: dict, timeout: float
 
 
 def compile_command(device: str, sizes: list[list[int]]) -> list[str]:
-    """Compiles DiNAT-T's kernels for ``sizes`` up front; prints counts and seconds as JSON."""
+    """Compiles DiNAT-T's kernels for ``sizes`` up front; prints, as JSON, the variants
+    each size added (on a GPU: one per kernel for the first size, none after it; on CPU
+    each size compiles into a fresh stand-in sm_90 cache) and the seconds."""
     code = f"""
 import json, time, torch
 from nattk.backbones.variants import create_model
 from nattk.dev import triton_aot
 model = create_model("dinat_tiny", num_classes=0, dilations="coco")
 start = time.perf_counter()
-counts = {{}}
+per_size = []
 for h, w in {sizes!r}:
     got = triton_aot.model_compiles(model, h, w, torch.bfloat16, batch=1, device={device!r})
-    for name, n in got.items():
-        counts[name] = counts.get(name, 0) + n
-print(json.dumps({{"sizes": {sizes!r}, "compiled": counts,
-                  "seconds": round(time.perf_counter() - start, 1)}}))
+    per_size.append({{"size": [h, w], "compiled": {{k: n for k, n in got.items() if n}}}})
+print(json.dumps({{"per_size": per_size, "seconds": round(time.perf_counter() - start, 1)}}))
 """
     return [sys.executable, "-c", code]
 
