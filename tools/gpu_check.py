@@ -54,7 +54,10 @@ PACKAGE_DIRS = {"backbones": "backbones", "detection": "detection",
 
 def package_path(out: Path) -> str:
     """A ``sys.path`` entry where ``import nattk`` finds this checkout."""
-    probe = subprocess.run([sys.executable, "-c", "import nattk.backbones"], capture_output=True)
+    # Run from ``out``: in the checkout root, its own nattk/ folder would shadow the links.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import nattk.backbones"], cwd=out, capture_output=True
+    )
     if probe.returncode == 0:
         return ""
     shim = out / "_pkg" / "nattk"
@@ -71,13 +74,14 @@ def package_path(out: Path) -> str:
 
 
 def run_step(name: str, command: list[str], out: Path, env: dict, timeout: float) -> dict:
-    """Runs one step, its output to ``out/<name>.txt``; returns its status."""
+    """Runs one step in ``out`` (not the checkout root, whose nattk/ folder would shadow
+    the package), its output to ``out/<name>.txt``; returns its status."""
     start = time.perf_counter()
     log = out / f"{name}.txt"
     print(f"[gpu_check] {name}: {' '.join(command)}", flush=True)
     try:
         with log.open("w") as handle:
-            code = subprocess.run(command, cwd=ROOT, env=env, stdout=handle,
+            code = subprocess.run(command, cwd=out, env=env, stdout=handle,
                                   stderr=subprocess.STDOUT, timeout=timeout).returncode  # fmt: skip
     except subprocess.TimeoutExpired:
         code = "timeout"
@@ -177,10 +181,10 @@ def main(argv=None) -> int:
                   "-m", "not compiler" + ("" if xdist and not dry else " and not slow")]  # fmt: skip
     if xdist and not dry:
         pytest_cmd += ["-n", "8"]  # the many specialisations compile in parallel
-    pytest_cmd.append("tests/test_triton_backend.py")
+    pytest_cmd.append(str(ROOT / "tests" / "test_triton_backend.py"))
     step("pytest", pytest_cmd)
     # 3. Attention: the correctness check first, then timings.
-    attention = [py, "tools/benchmark_attention.py", "--device", device, "--suite", "gpu",
+    attention = [py, str(ROOT / "tools" / "benchmark_attention.py"), "--device", device, "--suite", "gpu",
                  "--dtype", "bf16", "--check", "--out", str(out / "attention")]  # fmt: skip
     if dry:
         attention += ["--shrink", str(args.shrink), "--repeats", "1",
@@ -188,7 +192,7 @@ def main(argv=None) -> int:
     step("attention", attention)
     # 4. Backbones.
     for backend in ("triton", "torch"):
-        backbone = [py, "tools/benchmark.py", "--device", device, "--backend", backend,
+        backbone = [py, str(ROOT / "tools" / "benchmark.py"), "--device", device, "--backend", backend,
                     "--out", str(out / f"backbone_{backend}")]  # fmt: skip
         if dry:
             backbone += ["--size", "32", "32", "--batch", "1", "--iters", "1", "--warmup", "0",
