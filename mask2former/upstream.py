@@ -21,6 +21,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Optional, Union
 
+from nattk.dev import upstream_sources as pins
+from nattk.dev.upstream_sources import PinnedUpstream
+
 logger = logging.getLogger(__name__)
 
 TOOLKIT_ROOT = Path(__file__).resolve().parents[1]
@@ -31,18 +34,30 @@ class Upstream:
     """An upstream Detectron2 project used from a checkout.
 
     Attributes:
-        name: Repository name; the default checkout is ``../<name>`` next to the toolkit.
+        pin: Its pinned repository (name, environment variable, URL, commit), kept in
+            one place, :mod:`nattk.dev.upstream_sources`, which also sets it up.
         package: Its Python package.
         root_flag: The launcher's flag naming the checkout.
-        root_env: Environment variable naming the checkout (used without the flag).
-        url: Where to clone it from.
     """
 
-    name: str
+    pin: PinnedUpstream
     package: str
     root_flag: str
-    root_env: str
-    url: str
+
+    @property
+    def name(self) -> str:
+        """Repository name; the default checkout is ``../<name>`` next to the toolkit."""
+        return self.pin.name
+
+    @property
+    def root_env(self) -> str:
+        """Environment variable naming the checkout (used without the flag)."""
+        return self.pin.env
+
+    @property
+    def url(self) -> str:
+        """Where to clone it from."""
+        return self.pin.url
 
     @property
     def default_root(self) -> Path:
@@ -50,20 +65,8 @@ class Upstream:
         return TOOLKIT_ROOT.parent / self.name
 
 
-MASK2FORMER = Upstream(
-    name="Mask2Former",
-    package="mask2former",
-    root_flag="--m2f-root",
-    root_env="MASK2FORMER_ROOT",
-    url="https://github.com/facebookresearch/Mask2Former",
-)
-ONEFORMER = Upstream(
-    name="OneFormer",
-    package="oneformer",
-    root_flag="--oneformer-root",
-    root_env="ONEFORMER_ROOT",
-    url="https://github.com/SHI-Labs/OneFormer",
-)
+MASK2FORMER = Upstream(pins.MASK2FORMER, package="mask2former", root_flag="--m2f-root")
+ONEFORMER = Upstream(pins.ONEFORMER, package="oneformer", root_flag="--oneformer-root")
 #: Our yamls' ``_BASE_`` point into ``<checkout>/configs/``; this marks where that part starts.
 _CHECKOUT_MARKER = "Mask2Former/configs/"
 _MSDA = "MultiScaleDeformableAttention"

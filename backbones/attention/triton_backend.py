@@ -39,6 +39,7 @@ from .triton_tiling import (
     KERNEL_NAMES,
     grid_size,
     interior_pairs,
+    interior_path,
     launch_config,
     shared_memory_bound,
     tile_shape,
@@ -264,15 +265,22 @@ def compile_only(cpu_tensors: bool = False) -> Iterator[None]:
         _CompileMode.active, _CompileMode.cpu_tensors = saved
 
 
-def compiled_kernels() -> dict[str, int]:
-    """How many variants Triton's JIT holds per kernel, over every device, in this process."""
+def jit_variants(device=None) -> dict[str, list]:
+    """The compiled variants Triton's JIT holds per kernel (its ``*_unaligned`` twins
+    included), for one JIT device key or, with ``None``, every device of this process."""
     kernels = _kernels()
-    counts = {}
+    out = {}
     for name in KERNEL_NAMES:
         for variant in (name, f"{name}_unaligned"):
-            caches = getattr(getattr(kernels, variant), "device_caches", {})
-            counts[variant] = sum(len(entry[0]) for entry in caches.values())
-    return counts
+            caches = getattr(getattr(kernels, variant), "device_caches", {})  # none: interpreter
+            keys = list(caches) if device is None else [device] if device in caches else []
+            out[variant] = [kernel for key in keys for kernel in caches[key][0].values()]
+    return out
+
+
+def compiled_kernels() -> dict[str, int]:
+    """How many variants Triton's JIT holds per kernel, over every device, in this process."""
+    return {name: len(variants) for name, variants in jit_variants().items()}
 
 
 class _Launch:
@@ -307,6 +315,7 @@ class _Launch:
             HEAD_DIM=head_dim,
             HAS_RPB=has_rpb,
             IEEE=q.dtype == torch.float32,
+            INTERIOR=interior_path(q.element_size() * 8, _block_dim(head_dim)),
             IP=tile.interior_pitch(kernel),
             IR=tile.interior_block_rows(kernel),
             IB=tile.interior_blocks(kernel),

@@ -120,6 +120,28 @@ def _dot(a, b, IEEE: tl.constexpr):
 
 
 @triton.jit
+def _online_softmax(s, v, m_i, l_i, acc, IEEE: tl.constexpr):
+    """One key block of the forward's online softmax (log2 scores ``s``, ``-inf`` outside
+    windows): the new row maxima, row sums and output accumulator."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _key_grads(p, q, v, dout, delta, dk, dv, IEEE: tl.constexpr):
+    """One query block of the dk/dv kernel: ``p`` is ``[keys, queries]`` (0 outside windows)."""
+    dv += _dot(p.to(dout.dtype), dout, IEEE)
+    dp = _dot(v, tl.trans(dout), IEEE)
+    ds = p * (dp - delta[None, :])
+    dk += _dot(ds.to(q.dtype), q, IEEE)
+    return dk, dv
+
+
+@triton.jit
 def _program(
     height, width, dil_r, dil_c, tiles_r, tiles_c, tiles, heads,
     TH: tl.constexpr, TW: tl.constexpr,
@@ -272,14 +294,16 @@ def na2d_fwd_kernel(
     o_b, o_r, o_c, o_h,
     KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
     BN: tl.constexpr, BD: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_RPB: tl.constexpr,
-    IEEE: tl.constexpr, IP: tl.constexpr, IR: tl.constexpr, IB: tl.constexpr,
+    IEEE: tl.constexpr, INTERIOR: tl.constexpr, IP: tl.constexpr, IR: tl.constexpr,
+    IB: tl.constexpr,
 ):  # fmt: skip
     """Forward: ``out = softmax(scale * q.k + rpb) v`` and the natural-log ``lse`` per query.
 
     ``lse`` is a contiguous ``[B, H, W, heads]`` fp32 tensor. ``pat_ptr`` is the
-    interior pattern ``[heads, IB, TH * TW, BN]`` (fp32, log2 units): an interior tile
-    walks ``IB`` blocks of ``IR`` halo rows ``IP`` wide and adds the pattern instead of
-    testing windows and gathering the bias.
+    interior pattern ``[heads, IB, TH * TW, BN]`` (fp32, log2 units): with ``INTERIOR``,
+    an interior tile walks ``IB`` blocks of ``IR`` halo rows ``IP`` wide and adds the
+    pattern instead of testing windows and gathering the bias (without it, every tile
+    takes the general loop; see ``triton_tiling.interior_path``).
     """
     (batch, head, grp_r, grp_c, len_r, len_c, first_r, first_c, g_r, g_c, q_ok, row, col,
      ws_r, ws_c, halo_r, halo_c, ext_r, lr, lc, rows_per_block, slot_ok, pitch,
@@ -300,7 +324,7 @@ def na2d_fwd_kernel(
     l_i = tl.zeros([TH * TW], tl.float32)
     acc = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
-    if _query_tile_interior(first_r, first_c, len_r, len_c, TH, TW, KH, KW):
+    if _query_tile_interior(first_r, first_c, len_r, len_c, TH, TW, KH, KW) & INTERIOR:
         ilr, ilc = _interior_slots(IP, BN)
         key_base = (grp_r + halo_r * dil_r) * s_r + (grp_c + (halo_c + ilc) * dil_c) * s_c
         pat_head = pat_ptr + head * (IB * TH * TW * BN)
@@ -314,12 +338,7 @@ def na2d_fwd_kernel(
                 hb, ilr, row_step, d, d_ok, qk_scale, TH, KH, BD, HEAD_DIM, IEEE,
             )  # fmt: skip
             pat_block += TH * TW * BN
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
-            m_i = m_new
+            m_i, l_i, acc = _online_softmax(s, v, m_i, l_i, acc, IEEE)
     else:
         t_r0, index0 = _pair_tables(
             g_r, g_c, q_ok, ws_r, ws_c, halo_r, halo_c, lr, lc, slot_ok, KH, KW
@@ -332,12 +351,7 @@ def na2d_fwd_kernel(
                 t_r0, index0, row_step, d, d_ok, qk_scale, KH, KW, HAS_RPB, IEEE,
             )  # fmt: skip
             s = tl.where(inside, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
-            m_i = m_new
+            m_i, l_i, acc = _online_softmax(s, v, m_i, l_i, acc, IEEE)
 
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     out = acc / l_safe[:, None]
@@ -358,7 +372,8 @@ def na2d_bwd_dq_kernel(
     o_b, o_r, o_c, o_h,
     KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
     BN: tl.constexpr, BD: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_RPB: tl.constexpr,
-    IEEE: tl.constexpr, IP: tl.constexpr, IR: tl.constexpr, IB: tl.constexpr,
+    IEEE: tl.constexpr, INTERIOR: tl.constexpr, IP: tl.constexpr, IR: tl.constexpr,
+    IB: tl.constexpr,
     HAS_DRPB: tl.constexpr, KKP: tl.constexpr,
 ):  # fmt: skip
     """Backward over a query tile: ``dq``, ``delta = rowsum(dout * out)`` and, with
@@ -407,7 +422,7 @@ def na2d_bwd_dq_kernel(
     dq = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
     interior = _query_tile_interior(first_r, first_c, len_r, len_c, TH, TW, KH, KW)
-    if interior:
+    if interior & INTERIOR:
         ilr, ilc = _interior_slots(IP, BN)
         key_base = (grp_r + halo_r * dil_r) * s_r + (grp_c + (halo_c + ilc) * dil_c) * s_c
         pat_head = pat_ptr + head * (IB * TH * TW * BN)
@@ -487,7 +502,8 @@ def na2d_bwd_dkdv_kernel(
     o_b, o_r, o_c, o_h,
     KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
     BN: tl.constexpr, BD: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_RPB: tl.constexpr,
-    IEEE: tl.constexpr, IP: tl.constexpr, IR: tl.constexpr, IB: tl.constexpr,
+    IEEE: tl.constexpr, INTERIOR: tl.constexpr, IP: tl.constexpr, IR: tl.constexpr,
+    IB: tl.constexpr,
     PITCH: tl.constexpr,
 ):  # fmt: skip
     """Backward over a key tile: ``dk`` and ``dv`` from the queries whose windows hold its keys.
@@ -517,7 +533,7 @@ def na2d_bwd_dkdv_kernel(
     dk = tl.zeros([TH * TW, BD], tl.float32)
     dv = tl.zeros([TH * TW, BD], tl.float32)
     qk_scale = scale * LOG2E
-    if _key_tile_interior(first_r, first_c, len_r, len_c, TH, TW, KH, KW):
+    if _key_tile_interior(first_r, first_c, len_r, len_c, TH, TW, KH, KW) & INTERIOR:
         ilr, ilc = _interior_slots(IP, BN)
         q_col = grp_c + (first_q_c + ilc) * dil_c
         row0 = grp_r + first_q_r * dil_r
@@ -540,10 +556,7 @@ def na2d_bwd_dkdv_kernel(
             s += tl.load(pat_block + pat_offs)
             pat_block += TH * TW * BN
             p = tl.exp2(s - lse[None, :])
-            dv += _dot(p.to(dout.dtype), dout, IEEE)
-            dp = _dot(v, tl.trans(dout), IEEE)
-            ds = p * (dp - delta[None, :])
-            dk += _dot(ds.to(q.dtype), q, IEEE)
+            dk, dv = _key_grads(p, q, v, dout, delta, dk, dv, IEEE)
     else:
         rpb_head = rpb_ptr + head * (2 * KH - 1) * (2 * KW - 1)
         for c0 in range(0, ext_c, PITCH):
@@ -576,10 +589,7 @@ def na2d_bwd_dkdv_kernel(
                     index = (KH - 1 + kg_r[:, None] - qg_r[None, :]) * (2 * KW - 1) + index_c
                     s += tl.load(rpb_head + index, mask=inside, other=0.0) * LOG2E
                 p = tl.where(inside, tl.exp2(s - lse[None, :]), 0.0)
-                dv += _dot(p.to(dout.dtype), dout, IEEE)
-                dp = _dot(v, tl.trans(dout), IEEE)
-                ds = p * (dp - delta[None, :])
-                dk += _dot(ds.to(q.dtype), q, IEEE)
+                dk, dv = _key_grads(p, q, v, dout, delta, dk, dv, IEEE)
 
     k_pix = row * o_r + col * o_c
     tl.store(

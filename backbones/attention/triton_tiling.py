@@ -117,18 +117,31 @@ def launch_config(kernel: str, element_bits: int, block_dim: int) -> tuple[int, 
     raise ValueError(f"no launch configuration for head-dim block {block_dim}")
 
 
+def interior_path(element_bits: int, block_dim: int) -> bool:
+    """Whether the kernels get the interior fast path (a second key-block loop).
+
+    Not for fp32 at head-dim blocks of 64 or more: there its second loop pushes the
+    forward past 255 registers (it spills, ``tools/triton_compile_report.py``), and fp32
+    is the exact path, not the fast one. Every tile then takes the general loop.
+    """
+    return element_bits <= 16 or block_dim <= 32
+
+
 #: Shared memory of any of the three kernels, bytes, at most ``element bytes x
-#: head-dim block x SHARED_ROWS + SHARED_SCRATCH``: a 32-row q tile and two stages of
-#: 32-key k and v blocks (160 rows), plus layout-conversion scratch. An upper bound
-#: fitted to the compiled kernels; ``tests/test_triton_backend.py`` checks it against
-#: every specialisation ``tools/triton_compile_report.py`` compiles.
+#: head-dim block x rows + SHARED_SCRATCH``: a 32-row q tile and two stages of 32-key k
+#: and v blocks (160 rows), 32 more rows in the dq kernel with the interior path, plus
+#: layout-conversion scratch. An upper bound fitted to the compiled kernels;
+#: ``tests/test_triton_backend.py`` checks it against every specialisation
+#: ``tools/triton_compile_report.py`` compiles.
 SHARED_ROWS = 160
+INTERIOR_SHARED_ROWS = 192
 SHARED_SCRATCH = 8192
 
 
 def shared_memory_bound(element_bits: int, block_dim: int) -> int:
     """Upper bound of the shared memory (bytes) one block of any kernel uses."""
-    return element_bits // 8 * block_dim * SHARED_ROWS + SHARED_SCRATCH
+    rows = INTERIOR_SHARED_ROWS if interior_path(element_bits, block_dim) else SHARED_ROWS
+    return element_bits // 8 * block_dim * rows + SHARED_SCRATCH
 
 
 def cdiv(a: int, b: int) -> int:
@@ -139,6 +152,16 @@ def cdiv(a: int, b: int) -> int:
 def window_start(pos: int, length: int, kernel: int) -> int:
     """Window start of group position ``pos`` in a group of ``length`` (shifted inwards)."""
     return min(max(pos - kernel // 2, 0), length - kernel)
+
+
+def _first_query(key: int, kernel: int) -> int:
+    """First group position whose window holds ``key`` (the kernels' ``_first_query``)."""
+    return 0 if key < kernel else key - kernel + 1 + kernel // 2
+
+
+def _last_query(key: int, length: int, kernel: int) -> int:
+    """Last group position whose window holds ``key`` (the kernels' ``_last_query``)."""
+    return length - 1 if key >= length - kernel else min(key + kernel // 2, length - 1)
 
 
 def tiles_per_axis(length: int, dilation: int, tile: int) -> int:
@@ -156,18 +179,28 @@ def grid_size(height: int, width: int, dilation: Sequence[int], tile: TileShape)
     )
 
 
-def _axis_tiles(length: int, dilation: int, kernel: int, tile: int) -> list[tuple[int, int]]:
-    """``(valid queries, halo length)`` of every tile along one axis, over all groups."""
+def _axis_tiles(
+    length: int, dilation: int, kernel: int, tile: int, keys: bool = False
+) -> list[tuple[int, int, bool]]:
+    """``(points, span, interior)`` of every non-empty tile along one axis, over all groups.
+
+    ``points`` are the tile's valid queries (keys); ``span`` the keys its queries'
+    windows cover, its halo (or, for ``keys``, the queries whose windows hold its keys);
+    ``interior`` whether the kernels take the interior path for it on this axis.
+    """
     out = []
     for group in range(dilation):
-        group_len = cdiv(length - group, dilation)
-        for first in range(0, tiles_per_axis(length, dilation, tile) * tile, tile):
-            last = min(first + tile, group_len) - 1
-            if last < first:
-                out.append((0, 0))
-                continue
-            halo = window_start(last, group_len, kernel) - window_start(first, group_len, kernel)
-            out.append((last - first + 1, halo + kernel))
+        n = cdiv(length - group, dilation)
+        for first in range(0, n, tile):
+            last = min(first + tile, n) - 1
+            if keys:
+                inner = first >= kernel and first + tile + kernel <= n
+                span = _last_query(last, n, kernel) + 1 - _first_query(first, kernel)
+            else:
+                inner = first >= kernel // 2 and last + (kernel - 1 - kernel // 2) < n
+                span = window_start(last, n, kernel) + kernel - window_start(first, n, kernel)
+            points = last - first + 1
+            out.append((points, span, inner and points == tile))
     return out
 
 
@@ -221,42 +254,12 @@ def useful_work(
     rows = _axis_tiles(height, dilation[0], kernel[0], tile.rows)
     cols = _axis_tiles(width, dilation[1], kernel[1], tile.cols)
     useful = evaluated = 0
-    for n_rows, halo_rows in rows:
-        for n_cols, halo_cols in cols:
-            if n_rows and n_cols:
-                useful += n_rows * n_cols * kernel[0] * kernel[1]
-                rows_per_block = tile.block // halo_cols
-                evaluated += tile.size * cdiv(halo_rows, rows_per_block) * tile.block
+    for n_rows, halo_rows, _ in rows:
+        for n_cols, halo_cols, _ in cols:
+            useful += n_rows * n_cols * kernel[0] * kernel[1]
+            rows_per_block = tile.block // halo_cols
+            evaluated += tile.size * cdiv(halo_rows, rows_per_block) * tile.block
     return useful, evaluated
-
-
-def _first_query(key: int, kernel: int) -> int:
-    return 0 if key < kernel else key - kernel + 1 + kernel // 2
-
-
-def _last_query(key: int, length: int, kernel: int) -> int:
-    return length - 1 if key >= length - kernel else min(key + kernel // 2, length - 1)
-
-
-def _axis_spans(
-    length: int, dilation: int, kernel: int, tile: int, keys: bool
-) -> list[tuple[bool, int]]:
-    """``(interior, span)`` of every non-empty tile along one axis, over all groups: the
-    span of keys its queries' windows cover (or, for ``keys``, of the queries whose
-    windows hold its keys), and whether the tile takes the interior path."""
-    out = []
-    for group in range(dilation):
-        n = cdiv(length - group, dilation)
-        for first in range(0, n, tile):
-            last = min(first + tile, n) - 1
-            if keys:
-                inner = first >= kernel and first + tile + kernel <= n
-                span = _last_query(last, n, kernel) + 1 - _first_query(first, kernel)
-            else:
-                inner = first >= kernel // 2 and last + (kernel - 1 - kernel // 2) < n
-                span = window_start(last, n, kernel) + kernel - window_start(first, n, kernel)
-            out.append((inner and last - first + 1 == tile, span))
-    return out
 
 
 def key_blocks(
@@ -266,12 +269,12 @@ def key_blocks(
     or with ``keys`` the query blocks of the dk/dv kernel: what the SASS counts per
     block are multiplied by (:mod:`nattk.dev.triton_aot`)."""
     tile = tile_shape(kernel)
-    rows = _axis_spans(height, dilation[0], kernel[0], tile.rows, keys)
-    cols = _axis_spans(width, dilation[1], kernel[1], tile.cols, keys)
+    rows = _axis_tiles(height, dilation[0], kernel[0], tile.rows, keys)
+    cols = _axis_tiles(width, dilation[1], kernel[1], tile.cols, keys)
     inner_blocks = tile.interior_blocks(kernel)
     interior = border = 0
-    for inner_r, span_r in rows:
-        for inner_c, span_c in cols:
+    for _, span_r, inner_r in rows:
+        for _, span_c, inner_c in cols:
             if inner_r and inner_c:
                 interior += inner_blocks
                 continue

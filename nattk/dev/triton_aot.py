@@ -174,25 +174,14 @@ def stand_in_target(arch: int) -> Iterator[str]:
             driver.reset_active()
 
 
-def jit_cache(device: str) -> dict[str, list]:
-    """Every kernel variant the JIT compiled for ``device``, by kernel function name."""
-    from nattk.backbones.attention import triton_kernels
-
-    out = {}
-    for name in KERNEL_NAMES:
-        for variant in (name, f"{name}_unaligned"):
-            caches = getattr(triton_kernels, variant).device_caches
-            out[variant] = list(caches[device][0].values()) if device in caches else []
-    return out
-
-
 def compile_through_the_jit(work, arch: int = 90) -> dict[str, list]:
     """Runs ``work()`` with launches compiled for ``sm_<arch>`` by Triton's JIT, not run.
 
     ``work`` calls the real launcher on CPU tensors (directly or through a model);
     every launch goes through ``JITFunction.run`` (``warmup``) under a
     :class:`StandInDriver`. Returns the variants compiled, per kernel
-    (:func:`jit_cache`): one per distinct specialisation the launches asked for.
+    (``triton_backend.jit_variants``): one per distinct specialisation the launches
+    asked for.
 
     Raises:
         RuntimeError: Under ``TRITON_INTERPRET=1`` (nothing would be compiled).
@@ -201,7 +190,7 @@ def compile_through_the_jit(work, arch: int = 90) -> dict[str, list]:
 
     with stand_in_target(arch) as device, triton_backend.compile_only(cpu_tensors=True):
         work()
-    return jit_cache(device)
+    return triton_backend.jit_variants(device)
 
 
 def run_launcher(q, k, v, rpb, kernel_size, dilation, rpb_grad: bool = True) -> None:
@@ -435,7 +424,6 @@ __all__ = [
     "compile_report",
     "compile_specialisation",
     "compile_through_the_jit",
-    "jit_cache",
     "markdown_table",
     "model_compiles",
     "published_specialisations",
