@@ -1,8 +1,8 @@
 """Compile the Triton attention kernels ahead of time and read their SASS; print a table.
 
-No GPU needed: the kernels the JIT would build for real tensors (same signature,
-constexprs and divisibility attributes, from Triton's own binder) are compiled for
-sm_90, sm_80 and sm_86, and Triton's bundled ``cuobjdump`` reads from each cubin its
+No GPU needed: the kernels the JIT builds for real tensors (the launcher's launches
+go through Triton's JIT, ``warmup``, under a stand-in driver naming the target) are
+compiled for sm_90, sm_80 and sm_86, and Triton's bundled ``cuobjdump`` reads from each cubin its
 registers, local memory (spills) and SASS: global load/store widths, MMA instructions,
 non-MMA instructions per key block of the inner loop, and atomics.
 
