@@ -66,6 +66,39 @@ def test_fused_backward_matches_unfused_composition(backend):
         assert torch.allclose(a, b, atol=1e-12)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_frozen_bias_gets_no_gradient_and_the_same_input_gradients(backend):
+    """Through the operators' own autograd: a bias that needs no gradient gets none (the
+    backward op is told so), and q/k/v get exactly what they get with a trainable bias."""
+    args = _op_samples(backend, True)[torch.ops.nattk.na2d.default]
+    q, k, v, rpb = args[:4]
+    grad = torch.randn(q.shape, dtype=q.dtype)
+    out = torch.ops.nattk.na2d(*args)[0]
+    trained = torch.autograd.grad(out, (q, k, v, rpb), grad)
+    frozen_rpb = rpb.detach()
+    out = torch.ops.nattk.na2d(q, k, v, frozen_rpb, *args[4:])[0]
+    frozen = torch.autograd.grad(out, (q, k, v), grad)
+    for a, b in zip(frozen, trained[:3]):
+        assert torch.equal(a, b)
+    backward_args = (grad, q, k, v, frozen_rpb, out.detach(), *torch.ops.nattk.na2d(*args)[1:])
+    _dq, _dk, _dv, drpb = torch.ops.nattk.na2d_backward(*backward_args, *args[4:], False)
+    assert drpb.numel() == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_backward_call_without_rpb_grad_computes_the_bias_gradient(backend):
+    """Graphs compiled before ``rpb_grad`` existed call ``na2d_backward`` without it
+    (torch.compile keeps them on disk): it defaults to computing the bias gradient."""
+    args = _op_samples(backend, True)[torch.ops.nattk.na2d.default]
+    q, k, v, rpb = args[:4]
+    out, lse, probs = torch.ops.nattk.na2d(*args)
+    grad = torch.randn(out.shape, dtype=out.dtype)
+    old_call = torch.ops.nattk.na2d_backward(grad, q, k, v, rpb, out, lse, probs, *args[4:])
+    expected = torch.autograd.grad(out, (q, k, v, rpb), grad)
+    for a, b in zip(old_call, expected):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- torch.compile
 def _forward_backward(model, x, run=None):
     model.zero_grad()

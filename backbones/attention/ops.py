@@ -101,10 +101,14 @@ def na2d_backward(
     dilation: list[int],
     scale: float,
     backend: str,
-    rpb_grad: bool,
+    rpb_grad: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(dq, dk, dv, drpb)`` of :func:`na2d`; ``drpb`` is empty without rpb or when
-    ``rpb_grad`` is false (a frozen bias: the kernels then skip its gradient)."""
+    ``rpb_grad`` is false (a frozen bias: the kernels then skip its gradient).
+
+    ``rpb_grad`` has a default so that a graph compiled before it existed (torch.compile's
+    on-disk caches keep the backward's calls) still runs, as it did then.
+    """
     impl, no_autocast = _kernel(q, backend)
     rpb_grad = rpb is not None and rpb_grad
     with no_autocast:
@@ -115,7 +119,9 @@ def na2d_backward(
 
 
 @na2d_backward.register_fake
-def _(grad_out, q, k, v, rpb, out, lse, probs, kernel_size, dilation, scale, backend, rpb_grad):
+def _(
+    grad_out, q, k, v, rpb, out, lse, probs, kernel_size, dilation, scale, backend, rpb_grad=True
+):
     drpb = torch.empty_like(rpb) if rpb is not None and rpb_grad else q.new_empty(0)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), drpb
 
