@@ -109,6 +109,14 @@ print(json.dumps({{"per_size": per_size, "seconds": round(time.perf_counter() - 
     return [sys.executable, "-c", code]
 
 
+def _write(path: Path, text: str) -> None:
+    """Replaces ``path`` only once ``text`` is written in full (a run cut short mid-write
+    leaves the previous summary, not half of one)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def write_summary(out: Path, steps: list[dict], dry: bool, pytest_scope: str) -> dict:
     """Writes ``summary.json`` as it stands (after every step) and returns it."""
     by_name = {s["step"]: s for s in steps}
@@ -128,7 +136,7 @@ def write_summary(out: Path, steps: list[dict], dry: bool, pytest_scope: str) ->
         "timing": "finished" if len(timing_steps) == 3 and all(
             s["returncode"] == 0 for s in timing_steps) else "not finished",
     }  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    _write(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -175,7 +183,7 @@ def main(argv=None) -> int:
     compiled = step("compile", compile_command(device, sizes), compile_env)
     log = Path(compiled["log"]).read_text().strip().splitlines()
     if compiled["returncode"] == 0 and log:
-        (out / "compile.json").write_text(log[-1] + "\n")
+        _write(out / "compile.json", log[-1] + "\n")
     # 2. Correctness.
     pytest_cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                   "-m", "not compiler" + ("" if xdist and not dry else " and not slow")]  # fmt: skip
