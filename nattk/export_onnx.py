@@ -28,8 +28,8 @@ import torch
 from nattk.backbones.export import export_program, smallest_unpadded_input, to_onnx
 from nattk.backbones.files import atomic_output
 from nattk.dev.onnx_runtime import max_abs_difference, onnxruntime_outputs, onnxruntime_session
-from nattk.export import build_exportable
 from nattk.openmmlab.cli import ignore_pkg_resources_warning
+from nattk.openmmlab.exportable import build_exportable
 from nattk.timing import median_ms
 
 

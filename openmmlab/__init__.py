@@ -7,6 +7,8 @@
   ``.safetensors``, NA FLOP handles).
 * :mod:`.runner`: crash-safe checkpoints and CPU-capable distributed set-up.
 * :mod:`.cli`: the config and runner logic behind ``tools/train.py`` / ``tools/test.py``.
+* :mod:`.exportable`: the module ``tools/export_onnx.py`` exports from a config (the
+  backbone, or a whole segmentor's resized logits).
 """
 
 from .backbones import NAT, DiNAT, DiNATs

@@ -27,7 +27,7 @@ class DecodeHeadLogits(nn.Module):
 
     The output is the decode head's logits at the head's resolution (stride 4 for
     UperNet), not resized to the input; compare
-    :class:`nattk.export.ResizedSegmentorLogits`.
+    :class:`nattk.openmmlab.exportable.ResizedSegmentorLogits`.
 
     Args:
         segmentor: An MMSegmentation ``EncoderDecoder`` whose decode head takes features

@@ -13,7 +13,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from nattk.toy_data import toy_metainfo
+from nattk.quickstart.toy_data import toy_metainfo
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_BACKBONE = dict(

@@ -12,11 +12,11 @@ import pytest
 import torch
 from mm_helpers import REPO
 
-from nattk.capture import tail
-from nattk.progress import ProgressBar, format_duration
-from nattk.quickstart import summary
-from nattk.quickstart_config import evaluation_points, schedule_evaluations, set_iterations
-from nattk.quickstart_display import TrainingDisplay
+from nattk.quickstart.capture import tail
+from nattk.quickstart.cli import summary
+from nattk.quickstart.config import evaluation_points, schedule_evaluations, set_iterations
+from nattk.quickstart.display import TrainingDisplay
+from nattk.quickstart.progress import ProgressBar, format_duration
 
 
 class FakeClock:
@@ -51,7 +51,7 @@ def test_plain_progress_bar_writes_a_few_lines_with_eta():
 
 CAPTURE_SCRIPT = """
 import os, sys, warnings
-from nattk.capture import output_to_log
+from nattk.quickstart.capture import output_to_log
 with output_to_log(sys.argv[1]) as console:
     print("from print")
     os.write(1, b"from fd 1\\n")
@@ -210,7 +210,7 @@ def test_summary_ends_with_the_table_and_the_picture_paths(tmp_path):
 
 FAILING_TASK_SCRIPT = """
 import sys
-import nattk.quickstart_task as task
+import nattk.quickstart.task as task
 
 def run_task(*args):
     print("framework chatter")

@@ -12,7 +12,7 @@ from mm_helpers import REPO, fast_tier_only, reduced_detection_config, run_tool
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from nattk.toy_data import make_toy_coco
+from nattk.quickstart.toy_data import make_toy_coco
 
 pytest.importorskip("mmdet")
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from nattk.openmmlab.runner import is_complete_checkpoint
-from nattk.toy_data import make_toy_ade20k
+from nattk.quickstart.toy_data import make_toy_ade20k
 
 pytestmark = pytest.mark.slow  # every test trains in subprocesses
 

@@ -14,7 +14,7 @@ from mm_helpers import REPO, fast_tier_only, run_tool, tiny_backbone
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from nattk.toy_data import make_toy_coco, toy_metainfo
+from nattk.quickstart.toy_data import make_toy_coco, toy_metainfo
 
 pytest.importorskip("mmdet")
 

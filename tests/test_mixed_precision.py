@@ -183,7 +183,7 @@ def test_dense_backbone_forward_backward_under_autocast(dtype):
 # --------------------------------------------------------------------------- detector
 @pytest.fixture(scope="module")
 def toy_coco(tmp_path_factory):
-    from nattk.toy_data import make_toy_coco
+    from nattk.quickstart.toy_data import make_toy_coco
 
     return make_toy_coco(tmp_path_factory.mktemp("toy_coco"), num_train=4, num_val=2)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from mm_helpers import REPO, run_tool  # noqa: E402
 
-from nattk import make_toy_dataset
 from nattk.backbones.attention import NeighborhoodAttention2D  # noqa: E402
+from nattk.quickstart import make_toy_dataset
 from nattk.visualize import neighborhood_weights  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

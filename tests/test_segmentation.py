@@ -11,7 +11,7 @@ from mm_helpers import REPO, fast_tier_only, run_tool, set_num_classes, tiny_bac
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from nattk.toy_data import make_toy_ade20k, make_toy_cityscapes
+from nattk.quickstart.toy_data import make_toy_ade20k, make_toy_cityscapes
 
 pytest.importorskip("mmseg")
 
@@ -287,8 +287,8 @@ def _toy_image(path: Path) -> Path:
 def test_demo_and_export_load_a_checkpoint_without_meta(layout, tmp_path):
     """``{'state_dict': ...}`` from a user's loop, or a bare state dict (was KeyError 'meta')."""
     from nattk import demo
-    from nattk.export import build_exportable
     from nattk.inference import load_model
+    from nattk.openmmlab.exportable import build_exportable
 
     config = REPO / "configs/quickstart/upernet_dinat-toy_toy-ade20k.py"
     source = load_model(config)
@@ -330,8 +330,8 @@ def test_checkpoint_meta_wins_and_missing_class_names_are_named(tmp_path):
 
 def test_decode_head_and_resized_logits_share_one_plain_head_check():
     """get_flops traces the head's own output; export_onnx the logits resized to the input."""
-    from nattk.export import ResizedSegmentorLogits
     from nattk.inference import load_model
+    from nattk.openmmlab.exportable import ResizedSegmentorLogits
     from nattk.segmentation.complexity import DecodeHeadLogits, has_plain_decode_head
 
     model = load_model(REPO / "configs/quickstart/upernet_dinat-toy_toy-ade20k.py")

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from benchmark_attention import git_commit
 
 from nattk.backbones.attention import NeighborhoodAttention2D
 from nattk.backbones.variants import create_model
+from nattk.dev.provenance import git_commit
 from nattk.timing import call_times_ms, synchronize
 
 # (model, input size, dilation preset); the L models also at 640x640 (ADE20K).

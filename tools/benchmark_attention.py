@@ -58,6 +58,7 @@ import torch
 
 from nattk.backbones.attention import neighborhood_attention_2d, triton_backend
 from nattk.backbones.attention.indices import grid_indices
+from nattk.dev.provenance import git_commit
 from nattk.timing import median_ms
 
 
@@ -600,18 +601,6 @@ def to_markdown(results: list[Result], header: str) -> str:
             f"{fmt(r.percent_of_matmul, '.1f')} | {fmt(r.peak_extra_mb, '.0f')} | {r.note} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def git_commit() -> str:
-    """The short commit hash of the checkout, or ``unknown``."""
-    import subprocess
-
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv=None) -> None:

@@ -2,6 +2,6 @@
 
 Nothing under ``nattk.backbones`` imports this package. Ahead-of-time Triton compiles
 and their SASS counters (:mod:`.triton_aot`, :mod:`.triton_sass`), the table of
-published layer shapes (:mod:`.layer_shapes`) and ONNX Runtime checks
-(:mod:`.onnx_runtime`).
+published layer shapes (:mod:`.layer_shapes`), ONNX Runtime checks
+(:mod:`.onnx_runtime`) and the commit a benchmark ran at (:mod:`.provenance`).
 """

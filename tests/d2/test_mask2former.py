@@ -40,7 +40,7 @@ from tool_runs import logged_results, run_tool  # noqa: E402
 
 from nattk.backbones import create_model  # noqa: E402
 from nattk.mask2former.upstream import import_train_net  # noqa: E402
-from nattk.toy_data import make_toy_coco  # noqa: E402
+from nattk.quickstart.toy_data import make_toy_coco  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 #: Mask2Former's model zoo: 220M parameters for every DiNAT-L model.

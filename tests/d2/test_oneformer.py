@@ -55,7 +55,7 @@ from tool_runs import logged_results, run_tool  # noqa: E402
 from nattk import convert_checkpoint  # noqa: E402
 from nattk.backbones import create_model  # noqa: E402
 from nattk.mask2former.launch import build_parser  # noqa: E402
-from nattk.toy_data import make_toy_coco  # noqa: E402
+from nattk.quickstart.toy_data import make_toy_coco  # noqa: E402
 
 YAMLS = sorted((CHECKOUT / "configs").rglob("dinat/*.yaml"))
 ADE20K_640 = CHECKOUT / "configs/ade20k/dinat/oneformer_dinat_large_bs16_160k.yaml"

@@ -16,12 +16,12 @@ from typing import Optional, TextIO
 
 import torch
 
-from nattk import make_toy_dataset
 from nattk.backbones.files import atomic_output
-from nattk.capture import output_to_log, tail
-from nattk.progress import LABEL, ProgressBar
-from nattk.quickstart_config import TASKS, evaluation_points, prepare_config, torch_threads
-from nattk.quickstart_display import TrainingDisplay, phase_line, seconds_text
+from nattk.quickstart import make_toy_dataset
+from nattk.quickstart.capture import output_to_log, tail
+from nattk.quickstart.config import TASKS, evaluation_points, prepare_config, torch_threads
+from nattk.quickstart.display import TrainingDisplay, phase_line, seconds_text
+from nattk.quickstart.progress import LABEL, ProgressBar
 
 LOG_NAME = "quickstart.log"
 PREDICTIONS = 6  # validation images drawn

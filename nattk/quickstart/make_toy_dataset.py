@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from nattk.toy_data import make_toy_ade20k, make_toy_cityscapes, make_toy_coco
+from nattk.quickstart.toy_data import make_toy_ade20k, make_toy_cityscapes, make_toy_coco
 
 DEFAULTS = dict(num_train=400, num_val=50, size=(128, 128), max_shapes=4)
 
@@ -34,7 +34,7 @@ def make(
     cluttered: bool = True,
     progress: Optional[Callable[[], None]] = None,
 ) -> Path:
-    """Writes one dataset; see :mod:`nattk.toy_data` for the layouts.
+    """Writes one dataset; see :mod:`nattk.quickstart.toy_data` for the layouts.
 
     ``progress`` (COCO and ADE20K layouts) is called after each image is written.
     """

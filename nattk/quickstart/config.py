@@ -16,7 +16,7 @@ from typing import Optional
 
 from mmengine.config import Config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 #: Evaluations during training (evenly spaced, the last one after the last iteration);
 #: the quickstart adds one of the untrained model.

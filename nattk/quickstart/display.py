@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Optional, TextIO
 
-from nattk.progress import LABEL, ProgressBar, format_duration
+from nattk.quickstart.progress import LABEL, ProgressBar, format_duration
 
 
 def phase_line(stream: TextIO, label: str, text: str) -> None:

@@ -29,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nattk.quickstart_config import REPO, TASKS
+from nattk.quickstart.config import REPO, TASKS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
                 return code
         results = [json.loads((args.work_dir / t / "metrics.json").read_text()) for t in args.task]
     else:
-        from nattk.quickstart_task import run_logged
+        from nattk.quickstart.task import run_logged
 
         try:
             result = run_logged(
