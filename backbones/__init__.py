@@ -1,17 +1,7 @@
 """Framework-free NAT / DiNAT / DiNAT_s core (depends on torch only)."""
 
 from .attention import NeighborhoodAttention2D, na2d_av, na2d_qk, neighborhood_attention_2d
-from .checkpoint import (
-    LoadReport,
-    convert_hf_state_dict,
-    drop_classifier,
-    load_checkpoint_file,
-    load_pretrained,
-    missing_weights_error,
-    read_state_dict,
-    resize_rpb,
-)
-from .nat import NAT, DiNAT, DiNATs, NeighborhoodTransformer
+from .nat import NAT, DiNAT, DiNAT_s, DiNATs, NeighborhoodTransformer
 from .variants import (
     DILATION_PRESETS,
     FAMILIES,
@@ -33,6 +23,15 @@ from .variants import (
     nat_tiny,
     variant_kwargs,
 )
+from .weights import (
+    LoadReport,
+    drop_classifier,
+    load_checkpoint_file,
+    load_pretrained,
+    missing_weights_error,
+    read_state_dict,
+    resize_rpb,
+)
 
 __all__ = [
     "DILATION_PRESETS",
@@ -40,11 +39,11 @@ __all__ = [
     "NAT",
     "VARIANTS",
     "DiNAT",
+    "DiNAT_s",
     "DiNATs",
     "LoadReport",
     "NeighborhoodAttention2D",
     "NeighborhoodTransformer",
-    "convert_hf_state_dict",
     "drop_classifier",
     "load_checkpoint_file",
     "missing_weights_error",

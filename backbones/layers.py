@@ -43,7 +43,7 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
-class NALayer(nn.Module):
+class NABlock(nn.Module):
     """Pre-norm transformer block with neighborhood attention.
 
     ``x + DropPath(γ1 · attn(norm1(x)))`` then ``x + DropPath(γ2 · mlp(norm2(x)))``;
@@ -153,3 +153,7 @@ class PatchMerging(nn.Module):
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1
         )
         return self.reduction(self.norm(x))
+
+
+#: The name before 0.2 ("layer" also names a DiNAT_s stage, ``layers.{i}``).
+NALayer = NABlock

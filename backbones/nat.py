@@ -20,13 +20,13 @@ import torch
 import torch.utils.checkpoint as cp
 from torch import nn
 
-from .layers import ConvDownsampler, ConvTokenizer, NALayer, PatchEmbed4, PatchMerging
+from .layers import ConvDownsampler, ConvTokenizer, NABlock, PatchEmbed4, PatchMerging
 
 Dilations = Sequence[Sequence[int]]
 
 
-class NALevel(nn.Module):
-    """One stage: a list of :class:`NALayer` blocks and an optional downsampler."""
+class NAStage(nn.Module):
+    """One stage: a list of :class:`NABlock` blocks and an optional downsampler."""
 
     def __init__(self, blocks: Sequence[nn.Module], downsample: Optional[nn.Module]) -> None:
         super().__init__()
@@ -124,7 +124,7 @@ class NeighborhoodTransformer(nn.Module):
         stages = []
         for i, (depth, heads, dim) in enumerate(zip(depths, num_heads, self.widths)):
             blocks = [
-                NALayer(
+                NABlock(
                     dim,
                     heads,
                     kernel_size,
@@ -140,7 +140,7 @@ class NeighborhoodTransformer(nn.Module):
                 for j in range(depth)
             ]
             downsample = self._make_downsampler(dim) if i < levels - 1 else None
-            stages.append(NALevel(blocks, downsample))
+            stages.append(NAStage(blocks, downsample))
         setattr(self, self.stage_attr, nn.ModuleList(stages))
 
         if num_classes > 0:
@@ -244,7 +244,7 @@ class NeighborhoodTransformer(nn.Module):
                 "x.float(), then normalise as the model was trained) before the forward pass"
             )
 
-    def _run_blocks(self, stage: NALevel, x: torch.Tensor) -> torch.Tensor:
+    def _run_blocks(self, stage: NAStage, x: torch.Tensor) -> torch.Tensor:
         for block in stage.blocks:
             if self.with_cp and self.training and x.requires_grad:
                 x = cp.checkpoint(block, x, use_reentrant=False)
@@ -287,9 +287,24 @@ class NeighborhoodTransformer(nn.Module):
 
 
 class NAT(NeighborhoodTransformer):
-    """Neighborhood Attention Transformer (Hassani et al., CVPR 2023)."""
+    """Neighborhood Attention Transformer (Hassani et al., CVPR 2023): dilation 1 everywhere.
+
+    Raises:
+        ValueError: ``dilations`` with any value other than 1 (the one place this rule is
+            checked; every adapter builds through here).
+    """
 
     family = "nat"
+
+    @staticmethod
+    def _check_dilations(dilations: Optional[Dilations], depths: list[int]) -> list[list[int]]:
+        dilations = NeighborhoodTransformer._check_dilations(dilations, depths)
+        if any(d != 1 for level in dilations for d in level):
+            raise ValueError(
+                f"NAT has dilation 1 everywhere, got dilations {dilations}: use a DiNAT model "
+                "for dilations (a dinat_* variant, type='DiNAT', MODEL.DINAT)"
+            )
+        return dilations
 
 
 class DiNAT(NeighborhoodTransformer):
@@ -298,7 +313,7 @@ class DiNAT(NeighborhoodTransformer):
     family = "dinat"
 
 
-class DiNATs(NeighborhoodTransformer):
+class DiNAT_s(NeighborhoodTransformer):  # noqa: N801 - the original's name
     """DiNAT_s: Swin's macro-architecture (4×4 patch embed, patch merging) with NA/DiNA."""
 
     family = "dinat_s"
@@ -312,3 +327,8 @@ class DiNATs(NeighborhoodTransformer):
 
     def _make_downsampler(self, dim: int) -> nn.Module:
         return PatchMerging(dim)
+
+
+#: Names before 0.2 (``DiNATs`` is also an OpenMMLab type name configs use).
+DiNATs = DiNAT_s
+NALevel = NAStage

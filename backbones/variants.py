@@ -21,7 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from .nat import NAT, DiNAT, DiNATs, NeighborhoodTransformer
+from .nat import NAT, DiNAT, DiNAT_s, NeighborhoodTransformer
+from .weights.hub import load_published
+from .weights.pretrained import find_pretrained
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Variant:
     drop_path_rate: float  # ImageNet-1k value of the official recipe
 
 
-_NAT, _DINAT, _DINAT_S = NAT.family, DiNAT.family, DiNATs.family
+_NAT, _DINAT, _DINAT_S = NAT.family, DiNAT.family, DiNAT_s.family
 _NAT_DEPTHS = (3, 4, 18, 5)
 _S_DEPTHS = (2, 2, 18, 2)
 VARIANTS: dict[str, Variant] = {
@@ -75,8 +77,12 @@ DILATION_PRESETS: dict[str, dict[str, list[list[int]]]] = {
     },
 }
 
+# NAT has dilation 1 everywhere: every preset name (it names the input size a recipe
+# was made for) means dilation 1, so NAT takes the same presets as DiNAT.
+DILATION_PRESETS[_NAT] = {name: [[1]] * 4 for name in DILATION_PRESETS[_DINAT]}
+
 #: Core class of each family (the classes name their own family).
-FAMILIES: dict[str, type[NeighborhoodTransformer]] = {c.family: c for c in (NAT, DiNAT, DiNATs)}
+FAMILIES: dict[str, type[NeighborhoodTransformer]] = {c.family: c for c in (NAT, DiNAT, DiNAT_s)}
 
 
 def dilation_preset(family: str, preset: str, depths) -> list[list[int]]:
@@ -87,7 +93,7 @@ def dilation_preset(family: str, preset: str, depths) -> list[list[int]]:
     """
     table = DILATION_PRESETS.get(family)
     if table is None:
-        raise ValueError(f"{family!r} models have no dilation presets (NAT uses dilation 1)")
+        raise ValueError(f"unknown backbone family {family!r}; choose from {sorted(FAMILIES)}")
     if preset not in table:
         raise ValueError(
             f"unknown dilation preset {preset!r} for {family}; choose from {sorted(table)}"
@@ -148,16 +154,21 @@ def create_model(
     name: str,
     num_classes: int = 1000,
     dilations: Union[str, list, None] = "imagenet224",
+    pretrained: Union[bool, str] = False,
     **kwargs,
 ) -> NeighborhoodTransformer:
-    """Builds a published variant by name.
+    """Builds a published variant by name, optionally with its published weights.
 
     Args:
         name: One of :data:`VARIANTS` (e.g. ``"dinat_tiny"``).
         num_classes: ``1000`` for the ImageNet classifier; ``0`` for the dense backbone.
-        dilations: Preset name or nested list. NAT always uses dilation 1: it takes any
-            known preset name and all-1 lists, and refuses an unknown name or another
-            value (:func:`check_nat_dilations`).
+        pretrained: ``False``, or which published weights to load (see
+            :func:`~.weights.find_pretrained`: ``True``, ``"in1k"``, ``"in22k"``, a full
+            tag). The file comes from torch.hub's cache, downloaded once if absent
+            (:func:`~.weights.hub.cached_file`), and loads strictly
+            (:func:`~.weights.load_pretrained`).
+        dilations: Preset name or nested list. NAT has dilation 1 everywhere: every
+            preset name means that, and its class refuses any other value.
         **kwargs: Any :class:`~.nat.NeighborhoodTransformer` argument
             (``kernel_size``, ``out_indices``, ``frozen_stages``, ``drop_path_rate``, ...).
 
@@ -167,40 +178,13 @@ def create_model(
     if name not in VARIANTS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(VARIANTS)}")
     variant = VARIANTS[name]
-    if variant.family == _NAT:
-        check_nat_dilations(name, dilations)
-        dilations = None
     kwargs = {"drop_path_rate": variant.drop_path_rate, "num_classes": num_classes, **kwargs}
     arch = name[len(variant.family) + 1 :]
-    return FAMILIES[variant.family](**variant_kwargs(variant.family, arch, dilations, **kwargs))
-
-
-def check_nat_dilations(name: str, dilations: Union[str, list, None]) -> None:
-    """Refuses dilations for a NAT model, which has dilation 1 everywhere.
-
-    ``None``, any known preset name (a preset names the input size a recipe was made
-    for; for NAT every one means dilation 1) and all-1 lists pass; an unknown name is
-    refused with the valid ones, and a list with another value like a DiNAT model's.
-
-    Raises:
-        ValueError: Naming the model and what was given.
-    """
-    if isinstance(dilations, str):
-        presets = sorted({p for table in DILATION_PRESETS.values() for p in table})
-        if dilations not in presets:
-            raise ValueError(
-                f"unknown dilation preset {dilations!r} for {name}; choose from {presets} "
-                "(all mean dilation 1 for a NAT model)"
-            )
-        return
-    if any(d != 1 for level in _as_list(dilations) for d in level):
-        raise ValueError(
-            f"{name} is a NAT model (dilation 1 everywhere); use a dinat_* model for dilations"
-        )
-
-
-def _as_list(dilations) -> list:
-    return dilations if isinstance(dilations, list) else []
+    model = FAMILIES[variant.family](**variant_kwargs(variant.family, arch, dilations, **kwargs))
+    if pretrained:
+        weights = find_pretrained(name, pretrained, kwargs.get("kernel_size"))
+        load_published(model, weights)
+    return model
 
 
 def _constructor(name: str):

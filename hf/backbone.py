@@ -47,20 +47,17 @@ except ImportError as error:  # transformers 4.x: other backbone conventions
         "use_toolkit_attention() alone also supports 4.46.3"
     ) from error
 
-from nattk.backbones import VARIANTS, create_model, load_pretrained
+from nattk.backbones import FAMILIES, VARIANTS, create_model, load_pretrained
 from nattk.backbones.attention import NeighborhoodAttention2D
-from nattk.backbones.layers import NALayer
-from nattk.backbones.nat import NeighborhoodTransformer
-from nattk.backbones.variants import check_nat_dilations, dilation_preset
+from nattk.backbones.layers import NABlock
+from nattk.backbones.variants import dilation_preset
+from nattk.backbones.weights import weights_file
 
 MODEL_TYPE = "nattk"
 _FIXED_OUTPUTS = (
     "a NattkBackbone's outputs are fixed when it is built (they decide its output norms); "
     "build a new one from a config with the out_features you want"
 )
-#: Files :meth:`NattkBackbone.from_pretrained` looks for, in this order, before a
-#: folder's single ``.pth``/``.pt`` file.
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Arguments of transformers' from_pretrained about where files come from; a local
 # folder needs none of them.
 _HUB_KWARGS = {
@@ -143,13 +140,10 @@ class NattkBackboneConfig(BackboneConfigMixin, PreTrainedConfig):
     def _check_dilations(self, depths: list) -> None:
         """The core's own rules, at once rather than when the model is built."""
         family = VARIANTS[self.variant].family
-        if family == "nat":
-            check_nat_dilations(self.variant, self.dilations)
-            return
         dilations = self.dilations
         if isinstance(dilations, str):
             dilations = dilation_preset(family, dilations, depths)
-        NeighborhoodTransformer._check_dilations(dilations, depths)
+        FAMILIES[family]._check_dilations(dilations, depths)
 
     def core_kwargs(self) -> dict:
         """Arguments of :func:`nattk.backbones.create_model` for this configuration."""
@@ -221,7 +215,7 @@ class NattkBackbone(BackboneMixin, PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, NeighborhoodAttention2D) and module.rpb is not None:
             init.trunc_normal_(module.rpb, std=0.02, a=-2.0, b=2.0)
-        elif isinstance(module, NALayer) and module.gamma1 is not None:
+        elif isinstance(module, NABlock) and module.gamma1 is not None:
             layer_scale = VARIANTS[self.config.variant].layer_scale
             init.constant_(module.gamma1, layer_scale)
             init.constant_(module.gamma2, layer_scale)
@@ -323,25 +317,6 @@ class NattkBackbone(BackboneMixin, PreTrainedModel):
         if isinstance(dtype, torch.dtype):
             model = model.to(dtype)
         return model.eval()
-
-
-def weights_file(folder: Union[str, os.PathLike]) -> Path:
-    """The weight file of a model folder (see :data:`WEIGHT_FILES`).
-
-    Raises:
-        FileNotFoundError: None, or several candidate ``.pth``/``.pt`` files.
-    """
-    folder = Path(folder)
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    candidates = sorted(p for p in folder.iterdir() if p.suffix in (".pth", ".pt"))
-    if len(candidates) == 1:
-        return candidates[0]
-    raise FileNotFoundError(
-        f"{folder} holds no weight file: expected {' or '.join(WEIGHT_FILES)}, or exactly one "
-        f".pth/.pt file (found {[p.name for p in candidates] or 'none'})"
-    )
 
 
 def save_backbone_folder(

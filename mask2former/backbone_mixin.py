@@ -1,6 +1,6 @@
 """The framework-free half of the Detectron2 backbones (no detectron2 import).
 
-:class:`D2BackboneMixin` sits in front of a core class (``NAT``, ``DiNAT``, ``DiNATs``)
+:class:`D2BackboneMixin` sits in front of a core class (``NAT``, ``DiNAT``, ``DiNAT_s``)
 and gives it what Detectron2's ``Backbone`` protocol needs: a ``(cfg, input_shape)``
 constructor, ``res2..res5`` dict outputs, ``_out_feature_channels/_strides`` (which
 ``Backbone.output_shape()`` turns into ``ShapeSpec``) and ``size_divisibility``.
@@ -11,11 +11,12 @@ the published Mask2Former checkpoints (``backbone.levels.*``) load unchanged.
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 import torch
 
-from nattk.backbones.checkpoint import missing_weights_error
 from nattk.backbones.nat import NeighborhoodTransformer
+from nattk.backbones.weights import missing_weights_error
 
 from .config import FEATURE_NAMES, backbone_kwargs, config_error, family_node, toolkit_option
 
@@ -31,10 +32,13 @@ logger = logging.getLogger(__name__)
 class D2BackboneMixin:
     """Detectron2 backbone protocol over a :class:`NeighborhoodTransformer` core class.
 
+    ``config_node`` (class attribute) names the one ``cfg.MODEL`` node to read; ``None``
+    means the family's (:data:`~nattk.mask2former.config.CONFIG_KEYS`).
+
     Use as ``class D2DiNAT(D2BackboneMixin, DiNAT, Backbone)``.
 
     Args:
-        cfg: Detectron2 config with ``MODEL.<NAT|DINAT|DINATS>`` (or OneFormer's
+        cfg: Detectron2 config with ``MODEL.<NAT|DINAT|DINAT_S>`` (or OneFormer's
             ``MODEL.DiNAT``) declared; see :func:`~nattk.mask2former.config.family_node`.
         input_shape: Detectron2 ``ShapeSpec`` of the image (only ``channels`` is read);
             ``None`` means 3 channels.
@@ -44,9 +48,11 @@ class D2BackboneMixin:
             ``MODEL.DINAT.DILATIONS: dilations must give one value per block: ...``).
     """
 
+    config_node: Optional[str] = None
+
     def __init__(self, cfg, input_shape=None) -> None:
         family = self._core_family()
-        name, node = family_node(cfg, family)
+        name, node = family_node(cfg, family, self.config_node)
         in_chans = 3 if getattr(input_shape, "channels", None) is None else input_shape.channels
         kwargs = backbone_kwargs(node, family, in_chans=in_chans, name=name)
         try:
@@ -63,7 +69,7 @@ class D2BackboneMixin:
     def _core_family(cls) -> str:
         """The ``family`` of the core class (``"nat"``, ``"dinat"``, ``"dinat_s"``)."""
         if not issubclass(cls, NeighborhoodTransformer) or not cls.family:
-            raise TypeError(f"{cls.__name__} must derive from NAT, DiNAT or DiNATs")
+            raise TypeError(f"{cls.__name__} must derive from NAT, DiNAT or DiNAT_s")
         return cls.family
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

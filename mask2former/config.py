@@ -19,17 +19,20 @@ nodes are created with ``type(cfg)()``.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Optional
 
-from nattk.backbones.nat import NAT, DiNAT, DiNATs
-from nattk.backbones.variants import DILATION_PRESETS, FAMILIES, variant_kwargs
+from nattk.backbones.variants import DILATION_PRESETS, variant_kwargs
 
-#: ``cfg.MODEL.<key>`` read by each backbone family: the core class name in capitals
-#: (``NAT``, ``DINAT``, ``DINATS``), the keys of the official ``add_dinat_config``.
-CONFIG_KEYS = {family: cls.__name__.upper() for family, cls in FAMILIES.items()}
+#: ``cfg.MODEL.<key>`` read by each backbone family (written out: renaming a class must
+#: not rename a key users type). ``DINAT`` holds the keys of the official ``add_dinat_config``.
+CONFIG_KEYS = {"nat": "NAT", "dinat": "DINAT", "dinat_s": "DINAT_S"}
 
 #: Other names a family's node has in upstream projects: OneFormer's ``MODEL.DiNAT``.
-ALIASES = {DiNAT.family: ("DiNAT",)}
+ALIASES = {"dinat": ("DiNAT",)}
+
+#: Nodes of the names before 0.2, still declared by :func:`add_nattk_config` so that
+#: older yamls merge; only the backbone of the old name (``D2DiNATs``) reads them.
+LEGACY_CONFIG_KEYS = {"DINATS": "dinat_s"}
 
 #: Detectron2 feature names of the four levels (strides 4, 8, 16, 32).
 FEATURE_NAMES = ("res2", "res3", "res4", "res5")
@@ -82,35 +85,40 @@ PARAMETER_KEYS = {
 }
 
 
-def _add_config(cfg, family: str) -> None:
+def _add_config(cfg, key: str) -> None:
     node = type(cfg)()
-    for key, value in {**_COMMON_DEFAULTS, **TOOLKIT_KEYS}.items():
-        setattr(node, key, list(value) if isinstance(value, list) else value)
-    if family != NAT.family:
-        # A list per level, or a preset name of nattk.backbones.variants ("m2f", "coco").
-        node.DILATIONS = None
-    setattr(cfg.MODEL, CONFIG_KEYS[family], node)
+    for name, value in {**_COMMON_DEFAULTS, **TOOLKIT_KEYS}.items():
+        setattr(node, name, list(value) if isinstance(value, list) else value)
+    # A list per level, or a preset name of nattk.backbones.variants ("m2f", "coco"); the
+    # NAT class itself refuses any dilation other than 1.
+    node.DILATIONS = None
+    setattr(cfg.MODEL, key, node)
 
 
 def add_nat_config(cfg) -> None:
     """Declares ``cfg.MODEL.NAT.*`` (selected by ``MODEL.BACKBONE.NAME: "D2NAT"``)."""
-    _add_config(cfg, NAT.family)
+    _add_config(cfg, CONFIG_KEYS["nat"])
 
 
 def add_dinat_config(cfg) -> None:
     """Declares ``cfg.MODEL.DINAT.*`` exactly as the official ``train_m2f.py`` (plus four keys)."""
-    _add_config(cfg, DiNAT.family)
+    _add_config(cfg, CONFIG_KEYS["dinat"])
+
+
+def add_dinat_s_config(cfg) -> None:
+    """Declares ``cfg.MODEL.DINAT_S.*`` (selected by ``MODEL.BACKBONE.NAME: "D2DiNAT_s"``)."""
+    _add_config(cfg, CONFIG_KEYS["dinat_s"])
 
 
 def add_dinats_config(cfg) -> None:
-    """Declares ``cfg.MODEL.DINATS.*`` (selected by ``MODEL.BACKBONE.NAME: "D2DiNATs"``)."""
-    _add_config(cfg, DiNATs.family)
+    """Deprecated (the name before 0.2): declares ``cfg.MODEL.DINATS.*`` for ``D2DiNATs``."""
+    _add_config(cfg, "DINATS")
 
 
 def add_nattk_config(cfg) -> None:
-    """Declares the keys of all three families (what the launcher calls)."""
-    for family in CONFIG_KEYS:
-        _add_config(cfg, family)
+    """Declares the keys of all three families, and the legacy ``DINATS`` (the launcher's)."""
+    for key in (*CONFIG_KEYS.values(), *LEGACY_CONFIG_KEYS):
+        _add_config(cfg, key)
 
 
 def toolkit_option(node, key: str) -> Any:
@@ -125,10 +133,11 @@ def add_toolkit_keys(node) -> None:
             setattr(node, key, value)
 
 
-def family_node(cfg, family: str) -> tuple[str, Any]:
+def family_node(cfg, family: str, key: Optional[str] = None) -> tuple[str, Any]:
     """The config node a family's backbone reads, and its full name.
 
-    ``cfg.MODEL.<NAT|DINAT|DINATS>``, or for DiNAT OneFormer's ``cfg.MODEL.DiNAT``.
+    ``cfg.MODEL.<NAT|DINAT|DINAT_S>``, or for DiNAT OneFormer's ``cfg.MODEL.DiNAT``;
+    ``key`` names the one node to read instead (a legacy name's, e.g. ``DINATS``).
 
     Raises:
         ValueError: Unknown family, neither node declared, or both declared (which of
@@ -136,10 +145,10 @@ def family_node(cfg, family: str) -> tuple[str, Any]:
     """
     if family not in CONFIG_KEYS:
         raise ValueError(f"unknown backbone family {family!r}; choose from {list(CONFIG_KEYS)}")
-    names = (CONFIG_KEYS[family], *ALIASES.get(family, ()))
+    names = (key,) if key else (CONFIG_KEYS[family], *ALIASES.get(family, ()))
     declared = [name for name in names if name in cfg.MODEL]
     if not declared:
-        adder = f"nattk.mask2former.add_{family.replace('_', '')}_config(cfg)"
+        adder = f"nattk.mask2former.add_{family}_config(cfg)"
         if len(names) == 1:
             raise ValueError(
                 f"MODEL.{names[0]} is not declared: call {adder} before merging a yaml"
@@ -177,9 +186,9 @@ def out_indices_from_features(out_features, name: str = "") -> list[int]:
 
 
 def _dilations(node, family: str, name: str):
-    if family == NAT.family:
+    value = node.get("DILATIONS")
+    if value is None and family == "nat":
         return None
-    value = node.DILATIONS
     if value is None:
         raise ValueError(
             f"{name}.DILATIONS is not set: give one list of dilations "
@@ -226,7 +235,7 @@ def config_error(name: str, error: Exception) -> ValueError:
 def backbone_kwargs(node, family: str, in_chans: int = 3, name: str = "") -> dict:
     """Core-constructor arguments from a family's config node.
 
-    Reads ``cfg.MODEL.<NAT|DINAT|DINATS>`` or OneFormer's ``cfg.MODEL.DiNAT`` (see
+    Reads ``cfg.MODEL.<NAT|DINAT|DINAT_S>`` or OneFormer's ``cfg.MODEL.DiNAT`` (see
     :func:`family_node`). :data:`TOOLKIT_KEYS` a node lacks take their defaults; OneFormer's
     ``OUT_INDICES`` must name the levels of ``OUT_FEATURES`` and ``IN_PATCH_SIZE`` be 4.
 

@@ -2,7 +2,7 @@
 
 Runs upstream Mask2Former's own ``Trainer`` (from a checkout given by ``--m2f-root``,
 ``$MASK2FORMER_ROOT`` or ``../Mask2Former``) with this toolkit's backbones registered and
-their ``MODEL.NAT/DINAT/DINATS`` keys declared; upstream code is used as is. Flags are
+their ``MODEL.NAT/DINAT/DINAT_S`` keys declared; upstream code is used as is. Flags are
 Detectron2's, followed by ``KEY VALUE`` overrides::
 
     python tools/train_m2f.py --num-gpus 8 \\
@@ -141,7 +141,7 @@ def main(args):
     from nattk.mask2former.upstream import import_train_net
 
     train_net = import_train_net(args.upstream_root)
-    import nattk.mask2former.backbone  # noqa: F401  (registers D2NAT, D2DiNAT, D2DiNATs)
+    import nattk.mask2former.backbone  # noqa: F401  (registers D2NAT, D2DiNAT, D2DiNAT_s)
 
     return run(setup(args, train_net), train_net.Trainer, args)
 

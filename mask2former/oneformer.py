@@ -70,7 +70,7 @@ def use_toolkit_backbone() -> type:
     """Makes OneFormer's ``D2DiNAT`` this toolkit's; call before importing ``oneformer``.
 
     Imports :mod:`nattk.mask2former.backbone` (registers ``D2NAT``, ``D2DiNAT`` and
-    ``D2DiNATs`` in Detectron2's ``BACKBONE_REGISTRY``; needs detectron2) and installs
+    ``D2DiNAT_s`` in Detectron2's ``BACKBONE_REGISTRY``; needs detectron2) and installs
     :func:`install_backbone_module`.
 
     Returns:

@@ -28,19 +28,19 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from pathlib import Path
 
-import torch
-
-from nattk.backbones.checkpoint import (
+from nattk.backbones.files import atomic_output
+from nattk.backbones.weights import (
+    checkpoint_kernel_size,
     drop_classifier,
     read_state_dict,
-    resize_rpb,
+    resize_rpb_tables,
+    write_checkpoint,
 )
-from nattk.backbones.files import atomic_output
-from nattk.mask2former.checkpoint import detectron2_payload
+from nattk.backbones.weights import detectron2 as detectron2_layout
+from nattk.backbones.weights import toolkit as toolkit_layout
 
 
 def convert(
@@ -53,36 +53,15 @@ def convert(
     state = read_state_dict(src, trust=trust)
     if not keep_classifier:
         state = drop_classifier(state)
-    if kernel_size is not None:
-        size = (2 * kernel_size - 1,) * 2
-        state = {
-            k: resize_rpb(v, size) if k.endswith(".rpb") and tuple(v.shape[1:]) != size else v
-            for k, v in state.items()
-        }
-    return state
+    return state if kernel_size is None else resize_rpb_tables(state, kernel_size)
 
 
-def checkpoint_kernel_size(state: dict) -> int:
-    """The kernel size a state dict's ``[heads, 2k-1, 2k-1]`` rpb tables were made for.
+def _write(args, state: dict, dst: Path) -> dict:
+    """Writes ``state`` in the ``--to`` format; returns what reads back from ``dst``.
 
-    Raises:
-        ValueError: No rpb, or rpb tables of several sizes.
+    An existing ``dst`` is replaced only once the new output was written and read back.
     """
-    sizes = {v.shape[-1] for k, v in state.items() if k.endswith(".rpb")}
-    if not sizes:
-        some = ", ".join(list(state)[:3])
-        raise ValueError(
-            f"the checkpoint has no rpb tables ({len(state)} tensors: {some}, ...), so it "
-            "is not a NAT/DiNAT/DiNAT_s one, or not in a layout this toolkit reads"
-        )
-    if len(sizes) != 1:
-        raise ValueError(f"cannot tell the kernel size from rpb tables of sizes {sorted(sizes)}")
-    return (sizes.pop() + 1) // 2
-
-
-def _write_and_read_back(args, state: dict, path: Path) -> dict:
-    """Writes ``state`` in the ``--to`` format at ``path``; returns what reads back from it."""
-    if args.to == "hf":
+    if args.to == "hf":  # a transformers model folder: the Hugging Face adapter writes it
         from nattk.hf.backbone import NattkBackboneConfig, save_backbone_folder
 
         config = NattkBackboneConfig(
@@ -91,16 +70,17 @@ def _write_and_read_back(args, state: dict, path: Path) -> dict:
             kernel_size=args.kernel_size or checkpoint_kernel_size(state),
             out_features=args.out_features,
         )
-        return read_state_dict(save_backbone_folder(state, path, config) / "model.safetensors")
-    if args.to == "d2":
-        path.write_bytes(pickle.dumps(detectron2_payload(state)))
-        written = pickle.loads(path.read_bytes())["model"]
-    else:
-        meta = {"source": str(args.src), "converted_by": "nat-toolkit"}
-        torch.save({"state_dict": state, "meta": meta}, path)
-        written = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    if set(written) != set(state):
-        raise RuntimeError(f"{path} does not read back the {len(state)} tensors written")
+        with atomic_output(dst, folder=True) as staging:
+            folder = save_backbone_folder(state, staging, config)
+            return read_state_dict(folder / "model.safetensors")
+    layout = detectron2_layout if args.to == "d2" else toolkit_layout
+    payload = layout.from_official(state, **({} if args.to == "d2" else {"source": str(args.src)}))
+
+    def same_tensors(written) -> None:
+        if set(read_state_dict(written)) != set(state):
+            raise RuntimeError(f"{dst} does not read back the {len(state)} tensors written")
+
+    write_checkpoint(payload, dst, verify=same_tensors)
     return state
 
 
@@ -137,10 +117,7 @@ def main(argv=None) -> None:
     keep = not (args.drop_classifier or args.to == "d2")
     state = convert(args.src, args.kernel_size, keep_classifier=keep, trust=args.trust)
     dst = Path(args.dst)
-    # Written next to dst and read back; only then moved onto it, so that a failed run
-    # leaves an existing dst byte for byte as it was.
-    with atomic_output(dst, folder=args.to == "hf") as staging:
-        state = _write_and_read_back(args, state, staging)
+    state = _write(args, state, dst)
     print(
         f"wrote {len(state)} tensors ({sum(v.numel() for v in state.values()):,} values) to {dst}",
         file=sys.stderr,

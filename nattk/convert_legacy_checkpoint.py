@@ -25,42 +25,20 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import torch
+from nattk.backbones.weights import load_checkpoint_file, write_checkpoint
+from nattk.backbones.weights import openmmlab_legacy as legacy
 
-from nattk.backbones.checkpoint import load_checkpoint_file
-from nattk.backbones.files import atomic_output
-
-_KEEP_META = ("mmdet_version", "mmcv_version", "epoch", "iter", "config")
+CONVERTED_BY = "nat-toolkit tools/convert_legacy_checkpoint.py"
 
 
 def load_mmdet2(path: str, trust: bool = False) -> dict:
     """Reads the checkpoint (weights-only unless ``trust``) and checks its layout."""
-    checkpoint = load_checkpoint_file(path, trust=trust)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        keys = list(checkpoint)[:5] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(
-            f"{path} is not an mmdet 2.x / mmseg 0.x checkpoint (no 'state_dict'; found {keys})"
-        )
-    return checkpoint
+    return legacy.check(load_checkpoint_file(path, trust=trust), path)
 
 
 def convert(checkpoint: dict) -> dict:
     """Returns the MMEngine-layout checkpoint ``{'state_dict', 'meta'}``."""
-    state = {}
-    for key, value in checkpoint["state_dict"].items():
-        key = key[len("module.") :] if key.startswith("module.") else key
-        state[key] = value.float() if value.is_floating_point() else value
-    old_meta = checkpoint.get("meta") or {}
-    meta = {k: old_meta[k] for k in _KEEP_META if k in old_meta}
-    dataset_meta = {}
-    if old_meta.get("CLASSES") is not None:
-        dataset_meta["classes"] = tuple(old_meta["CLASSES"])
-    if old_meta.get("PALETTE") is not None:
-        dataset_meta["palette"] = [list(color) for color in old_meta["PALETTE"]]
-    if dataset_meta:
-        meta["dataset_meta"] = dataset_meta
-    meta["converted_by"] = "nat-toolkit tools/convert_legacy_checkpoint.py"
-    return dict(state_dict=state, meta=meta)
+    return legacy.to_mmengine(checkpoint, CONVERTED_BY)
 
 
 def check_against_config(state: dict, config: str, allow_missing: bool = False) -> str:
@@ -112,8 +90,5 @@ def main(argv: Optional[list] = None) -> None:
         ignore_pkg_resources_warning()
         print(check_against_config(converted["state_dict"], args.config, args.allow_missing))
     dst = Path(args.dst)
-    with atomic_output(dst) as staging:  # an existing dst stays as it was if this fails
-        torch.save(converted, staging)
-        # Reads back (the file was just written here; its meta may hold numpy scalars).
-        torch.load(staging, map_location="cpu", weights_only=False)
+    write_checkpoint(converted, dst)  # an existing dst stays as it was if this fails
     print(f"wrote {len(converted['state_dict'])} tensors to {dst}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Glue shared by the MMDetection and MMSegmentation adapters (MMEngine only, no mmdet/mmseg).
 
-* :mod:`.backbones`: ``NAT``, ``DiNAT``, ``DiNATs`` as MMEngine ``BaseModule``s,
+* :mod:`.backbones`: ``NAT``, ``DiNAT``, ``DiNAT_s`` as MMEngine ``BaseModule``s,
   registered in MMEngine's root ``MODELS`` (both frameworks' registries fall back to it).
 * :mod:`.optim_constructor`: Mask2Former's Detectron2 parameter groups.
 * :mod:`.compat`: MMEngine 0.10.7 on torch >= 2.6 (weights-only checkpoints,
@@ -11,6 +11,6 @@
   backbone, or a whole segmentor's resized logits).
 """
 
-from .backbones import NAT, DiNAT, DiNATs
+from .backbones import NAT, DiNAT, DiNAT_s, DiNATs
 
-__all__ = ["NAT", "DiNAT", "DiNATs"]
+__all__ = ["NAT", "DiNAT", "DiNAT_s", "DiNATs"]

@@ -1,9 +1,9 @@
 """MMEngine-side backbones shared by the MMDetection and MMSegmentation adapters.
 
-:func:`openmmlab_backbone` turns a core class (``NAT``, ``DiNAT``, ``DiNATs``) into an
-MMEngine ``BaseModule`` with the constructor conventions of MMDetection's Swin:
-``arch`` presets, ``init_cfg=dict(type='Pretrained', checkpoint=...)`` and the
-deprecated ``pretrained=`` alias. The three classes are registered once, in MMEngine's
+``NAT``, ``DiNAT`` and ``DiNAT_s`` are the core classes as MMEngine ``BaseModule`` s with
+the constructor conventions of MMDetection's Swin: ``arch`` presets,
+``init_cfg=dict(type='Pretrained', checkpoint=...)`` and the deprecated
+``pretrained=`` alias. The three classes are registered once, in MMEngine's
 root ``MODELS`` registry: MMDetection's and MMSegmentation's registries are its
 children and fall back to it, so ``type='DiNAT'`` resolves under either scope without
 either adapter importing the other framework. Importing this module also lets
@@ -22,14 +22,23 @@ from mmengine.registry import MODELS
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from nattk.backbones import nat as core
-from nattk.backbones.checkpoint import LoadReport, load_pretrained
-from nattk.backbones.nat import NeighborhoodTransformer
 from nattk.backbones.variants import variant_kwargs
+from nattk.backbones.weights import LoadReport, load_pretrained
 from nattk.openmmlab.compat import checkpoint_allowlist, register_safetensors_loader
 
 
 class _OpenMMLabMixin:
-    """Adds ``arch``, ``init_cfg`` and ``pretrained`` handling to a core backbone."""
+    """Adds ``arch``, ``init_cfg`` and ``pretrained`` handling to a core backbone.
+
+    Args:
+        arch: Published variant (e.g. ``'tiny'``); explicit arguments override it.
+        dilations: Preset name (e.g. ``'coco'``) or per-block nested list.
+        pretrained: Deprecated alias of ``init_cfg=dict(type='Pretrained', ...)``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=..., [prefix=...],
+            [allow_missing=False])``; missing backbone tensors raise unless allowed.
+        **kwargs: Any argument of the core class (``kernel_size``, ``drop_path_rate``,
+            ``layer_scale``, ``out_indices``, ``frozen_stages``, ``with_cp``, ...).
+    """
 
     def __init__(
         self,
@@ -98,31 +107,23 @@ class _OpenMMLabMixin:
         return load_pretrained(self, state, allow_missing=allow_missing, log=logger, prefix=prefix)
 
 
-def openmmlab_backbone(core_class: type[NeighborhoodTransformer]) -> type:
-    """Returns ``core_class`` as an MMEngine ``BaseModule`` named like ``core_class``.
-
-    The class accepts every argument of ``core_class`` plus ``arch`` (``'tiny'``, ``'large'``,
-    ...: fills ``embed_dim``, ``depths``, ``num_heads``, ``mlp_ratio`` and
-    ``layer_scale``; explicit arguments win), ``dilations`` as a preset name (``'coco'``,
-    ``'ade20k512'``, ...), ``init_cfg`` and the deprecated ``pretrained``.
-    """
-    name = core_class.__name__
-    doc = (
-        f"{name} backbone for OpenMMLab frameworks (see ``nattk.backbones.{name}``).\n\n"
-        "Args:\n"
-        "    arch: Published variant (e.g. ``'tiny'``); explicit arguments override it.\n"
-        "    dilations: Preset name (e.g. ``'coco'``) or per-block nested list.\n"
-        "    pretrained: Deprecated alias of ``init_cfg=dict(type='Pretrained', ...)``.\n"
-        "    init_cfg: ``dict(type='Pretrained', checkpoint=..., [prefix=...],\n"
-        "        [allow_missing=False])``; missing backbone tensors raise unless allowed.\n"
-        "    **kwargs: Any argument of the core class (``kernel_size``, ``drop_path_rate``,\n"
-        "        ``layer_scale``, ``out_indices``, ``frozen_stages``, ``with_cp``, ...).\n"
-    )
-    namespace = {"__doc__": doc, "__module__": __name__}
-    return type(name, (_OpenMMLabMixin, core_class, BaseModule), namespace)
-
-
 register_safetensors_loader()
-NAT = MODELS.register_module(module=openmmlab_backbone(core.NAT))
-DiNAT = MODELS.register_module(module=openmmlab_backbone(core.DiNAT))
-DiNATs = MODELS.register_module(module=openmmlab_backbone(core.DiNATs))
+
+
+@MODELS.register_module()
+class NAT(_OpenMMLabMixin, core.NAT, BaseModule):
+    """NAT for MMDetection / MMSegmentation (``type='NAT'``); see :class:`_OpenMMLabMixin`."""
+
+
+@MODELS.register_module()
+class DiNAT(_OpenMMLabMixin, core.DiNAT, BaseModule):
+    """DiNAT for MMDetection / MMSegmentation (``type='DiNAT'``); see :class:`_OpenMMLabMixin`."""
+
+
+# "DiNATs" is the type name configs used before 0.2; it stays valid.
+@MODELS.register_module(name=["DiNAT_s", "DiNATs"])
+class DiNAT_s(_OpenMMLabMixin, core.DiNAT_s, BaseModule):  # noqa: N801 - the original's name
+    """DiNAT_s for MMDetection / MMSegmentation (``type='DiNAT_s'``); see :class:`_OpenMMLabMixin`."""
+
+
+DiNATs = DiNAT_s

@@ -115,7 +115,7 @@ def load_from_safetensors(filename: str, map_location=None) -> dict:
     """
     import torch
 
-    from nattk.backbones.checkpoint import read_safetensors
+    from nattk.backbones.weights import read_safetensors
 
     if "://" in filename:
         raise ValueError(

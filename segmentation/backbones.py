@@ -4,6 +4,6 @@ The classes live in :mod:`nattk.openmmlab`, registered in MMEngine's root ``MODE
 registry, which ``mmseg.registry.MODELS`` falls back to.
 """
 
-from nattk.openmmlab import NAT, DiNAT, DiNATs
+from nattk.openmmlab import NAT, DiNAT, DiNAT_s, DiNATs
 
-__all__ = ["NAT", "DiNAT", "DiNATs"]
+__all__ = ["NAT", "DiNAT", "DiNAT_s", "DiNATs"]

@@ -129,7 +129,7 @@ def test_a_failing_d2_conversion_leaves_the_existing_pkl(classifier_file, tmp_pa
     def fail(state):
         raise TypeError("Got unsupported ScalarType")
 
-    monkeypatch.setattr(convert_checkpoint, "detectron2_payload", fail)
+    monkeypatch.setattr(convert_checkpoint.detectron2_layout, "from_official", fail)
     with pytest.raises(TypeError):
         convert_checkpoint.main([str(src), str(dst), "--to", "d2"])
     assert _digest(dst) == before
@@ -172,7 +172,7 @@ def test_a_failing_legacy_conversion_leaves_the_existing_file(tmp_path, monkeypa
         Path(file).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(convert_legacy_checkpoint.torch, "save", fail)
+    monkeypatch.setattr(torch, "save", fail)  # what write_checkpoint calls
     with pytest.raises(OSError, match="disk full"):
         convert_legacy_checkpoint.main([str(src), str(dst)])
     assert _digest(dst) == before

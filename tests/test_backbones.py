@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from nattk.backbones import checkpoint as ckpt
+from nattk.backbones import weights as ckpt
 from nattk.backbones.nat import NAT, DiNATs
 from nattk.backbones.variants import VARIANTS, create_model, dilation_preset
 
@@ -318,7 +318,7 @@ def test_shape_mismatch_is_an_error(tmp_path):
 def test_rpb_13_to_21_is_resized_bicubically(caplog):
     source = create_model("dinat_large", num_classes=0)
     target = create_model("dinat_large", num_classes=0, kernel_size=11)
-    with caplog.at_level(logging.WARNING, logger=ckpt.logger.name):
+    with caplog.at_level(logging.WARNING, logger=ckpt.load.logger.name):
         report = ckpt.load_pretrained(target, source.state_dict())
     assert len(report.resized) == 30 and not report.missing
     assert set(report.resized_sizes) == {"13x13 -> 21x21"}

@@ -10,7 +10,7 @@ import torch
 
 from nattk import convert_checkpoint
 from nattk.backbones import create_model, load_pretrained
-from nattk.backbones.checkpoint import load_checkpoint_file, read_state_dict
+from nattk.backbones.weights import load_checkpoint_file, read_state_dict
 
 TINY = dict(num_classes=0, depths=[1, 1, 2, 1], embed_dim=32)
 

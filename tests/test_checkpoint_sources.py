@@ -30,8 +30,9 @@ from hf_helpers import (
 )
 from safetensors.torch import load_file
 
-from nattk.backbones.checkpoint import convert_hf_state_dict, load_pretrained
 from nattk.backbones.variants import VARIANTS, create_model
+from nattk.backbones.weights import load_pretrained
+from nattk.backbones.weights.huggingface import to_official as convert_hf_state_dict
 
 pytestmark = pytest.mark.skipif(not HAVE_TRANSFORMERS, reason=SKIP_REASON)
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nattk import convert_checkpoint, get_flops
-from nattk.backbones.checkpoint import load_pretrained  # noqa: E402
 from nattk.backbones.variants import create_model  # noqa: E402
+from nattk.backbones.weights import load_pretrained  # noqa: E402
 
 # nat_dinat.md §7.1: (model, resolution, kernel, dilation preset, published GFLOPs)
 PUBLISHED_FLOPS = [

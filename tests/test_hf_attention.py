@@ -32,8 +32,8 @@ from hf_helpers import (
     small_model,
 )
 
-from nattk.backbones.attention import natten_functional
-from nattk.backbones.checkpoint import load_pretrained
+from nattk.backbones.attention import legacy_natten as natten_functional
+from nattk.backbones.weights import load_pretrained
 from nattk.hf import (
     TESTED_TRANSFORMERS,
     attention_status,

@@ -8,8 +8,8 @@ import pytest
 from mm_helpers import REPO
 from mmengine.config import Config
 
-from nattk.backbones.pretrained import PRETRAINED, pretrained_weights
 from nattk.backbones.variants import FAMILIES, VARIANTS
+from nattk.backbones.weights import PRETRAINED, pretrained_weights
 
 CONFIGS = sorted(
     p

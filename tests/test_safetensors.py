@@ -34,7 +34,7 @@ from hf_helpers import (
 from safetensors.torch import save_file
 
 from nattk import convert_checkpoint
-from nattk.backbones.checkpoint import load_pretrained, read_safetensors, read_state_dict
+from nattk.backbones.weights import load_pretrained, read_safetensors, read_state_dict
 
 LAYER_SCALE = 1e-5
 CLASSIFIER = ["head.bias", "head.weight", "norm.bias", "norm.weight"]

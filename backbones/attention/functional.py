@@ -1,19 +1,9 @@
 """Functional neighborhood attention: input checks and backend dispatch.
 
-Backends (one module each, listed in :mod:`.registry`):
+Backends: one module each, listed in :data:`.registry.REGISTERED` (which says what each
+serves, and whose order is ``auto``'s).
 
-===========  =========================================================  ====  =======
-name         serves                                                     rpb   auto
-===========  =========================================================  ====  =======
-``natten``   CUDA, NATTEN >= 0.20 installed (fused only)                no    yes
-``triton``   CUDA (or Triton's CPU interpreter), fused only             yes   forced
-``flex``     CUDA, ``torch.nn.attention.flex_attention`` (compiled)     yes   forced
-``cpu``      CPU float32/float64 when the C++ extension is built        yes   yes
-``torch``    any device/dtype, forward and backward                     yes   yes
-===========  =========================================================  ====  =======
-
-``auto`` picks the first backend of the registry's ``AUTO`` ones (natten -> cpu ->
-torch) that can serve the call: memory stays linear in the number of tokens on every
+``auto`` picks the first backend of the registry's ``AUTO`` ones that can serve the call: memory stays linear in the number of tokens on every
 device. The others run only when forced. The choice can be forced per call
 (``backend=``), per module (its ``backend`` attribute) or process-wide (environment
 variable ``NATTK_NA_BACKEND``); a forced backend that cannot serve a call raises
@@ -176,7 +166,7 @@ def resolve_backend(
             autocast dtype).
         rpb: The bias table or ``None``.
         candidates: Backends that can compute this kind of call (``None``: those with
-            the fused op); ``auto`` tries those of them in its order (natten, cpu, torch).
+            the fused op); ``auto`` tries those of them in :data:`.registry.REGISTERED`'s order.
 
     Raises:
         ValueError: Unknown backend name.

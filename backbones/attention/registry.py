@@ -14,13 +14,14 @@ from types import ModuleType
 from . import cpu_backend, flex_backend, natten_backend, torch_backend, triton_backend
 from .backend_api import check_backend
 
-#: Every backend; the order is ``auto``'s preference. ``torch`` serves every call.
+#: Every backend; the order is ``auto``'s preference (among ``AUTO`` ones), and this is
+#: the one place it is written. ``torch`` serves every call.
 REGISTERED: tuple[ModuleType, ...] = (
-    natten_backend,
-    triton_backend,
-    flex_backend,
-    cpu_backend,
-    torch_backend,
+    natten_backend,  # CUDA, NATTEN >= 0.20 installed, fused only, no rpb; auto
+    triton_backend,  # CUDA (or Triton's CPU interpreter), fused only; forced only
+    flex_backend,  # CUDA, torch's compiled flex_attention; forced only
+    cpu_backend,  # CPU float32/float64 when the C++ extension is built; auto
+    torch_backend,  # any device and dtype, forward and backward; auto
 )
 
 

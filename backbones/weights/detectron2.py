@@ -1,0 +1,58 @@
+"""Detectron2's model-zoo ``.pkl`` layout: ``{"model": {name: ndarray}, "__author__": ...}``.
+
+``matching_heuristics`` lets Detectron2's checkpointer map ``patch_embed.*`` onto
+``backbone.patch_embed.*``, so backbone weights keep their official names. Mask2Former
+and OneFormer's trained ``.pkl`` files hold the whole model (``backbone.*`` included).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import numpy as np
+import torch
+
+from .official import unwrap
+
+StateDict = dict[str, torch.Tensor]
+NAME = "detectron2"
+AUTHOR = "nat-toolkit"
+
+
+def detect(obj: object) -> bool:
+    """Whether ``obj`` is a model-zoo payload (``"model"`` holding NumPy arrays)."""
+    model = obj.get("model") if isinstance(obj, Mapping) else None
+    return isinstance(model, Mapping) and any(isinstance(v, np.ndarray) for v in model.values())
+
+
+def to_official(obj: Mapping, prefix: Optional[str] = None) -> StateDict:
+    """The official state dict of a payload (its arrays as tensors, ``backbone.`` removed)."""
+    tensors = {
+        key: torch.from_numpy(np.ascontiguousarray(value))
+        if isinstance(value, np.ndarray)
+        else value
+        for key, value in obj["model"].items()
+    }
+    return unwrap(tensors, prefix)
+
+
+def from_official(state: Mapping[str, torch.Tensor]) -> dict:
+    """Detectron2 model-zoo checkpoint of an official-layout backbone state dict.
+
+    NumPy has no bfloat16: bf16 tensors are stored as float32, which holds every bf16
+    value exactly. Other dtypes (fp16, fp32) keep theirs.
+
+    Returns:
+        ``{"model": {key: numpy array}, "__author__": "nat-toolkit",
+        "matching_heuristics": True}``.
+    """
+
+    def as_numpy(value: torch.Tensor) -> np.ndarray:
+        value = value.detach().cpu()
+        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+
+    return {
+        "model": {key: as_numpy(value) for key, value in state.items()},
+        "__author__": AUTHOR,
+        "matching_heuristics": True,
+    }

@@ -1,0 +1,76 @@
+"""Which layout a checkpoint is in, and its official state dict.
+
+Each layout is one module of this package with ``NAME``, ``detect(obj)``,
+``to_official(obj, prefix)`` and ``from_official(state, ...)``. :data:`LAYOUTS` lists
+them in the order they are tried; the official layout comes last and takes anything
+that holds tensors.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from types import ModuleType
+from typing import Mapping, Optional, Union
+
+import torch
+
+from . import detectron2, huggingface, official, openmmlab_legacy, toolkit
+from .io import load_checkpoint_file
+
+StateDict = dict[str, torch.Tensor]
+#: Layout name -> module, in detection order.
+LAYOUTS: dict[str, ModuleType] = {
+    module.NAME: module for module in (detectron2, toolkit, openmmlab_legacy, huggingface, official)
+}
+
+
+def detect_layout(obj: object) -> str:
+    """The name of the first layout of :data:`LAYOUTS` that recognises ``obj``.
+
+    Raises:
+        ValueError: None does (``obj`` holds no tensors).
+    """
+    for name, module in LAYOUTS.items():
+        if module.detect(obj):
+            return name
+    official.unwrap(obj)  # raises the reason: not a mapping, or no tensors
+    return official.NAME
+
+
+def read_checkpoint(
+    checkpoint: Union[str, PathLike, Mapping], prefix: Optional[str] = None, trust: bool = False
+) -> tuple[str, StateDict]:
+    """``(layout name, official state dict)`` of a checkpoint file or loaded object.
+
+    See :func:`read_state_dict` for the arguments.
+    """
+    obj = (
+        load_checkpoint_file(checkpoint, trust=trust)
+        if isinstance(checkpoint, (str, PathLike))
+        else checkpoint
+    )
+    layout = detect_layout(obj)
+    state = LAYOUTS[layout].to_official(obj, prefix)
+    # A Hugging Face dict inside another wrapping (e.g. a toolkit file of HF keys).
+    if layout != huggingface.NAME and huggingface.detect(state):
+        layout, state = huggingface.NAME, huggingface.to_official(state)
+    return layout, state
+
+
+def read_state_dict(
+    checkpoint: Union[str, PathLike, Mapping], prefix: Optional[str] = None, trust: bool = False
+) -> StateDict:
+    """Reads a checkpoint in any layout of :data:`LAYOUTS`; returns its official state dict.
+
+    Args:
+        checkpoint: A path (``.safetensors``, a Detectron2 ``.pkl``, or anything
+            ``torch.save`` wrote), or an already loaded object.
+        prefix: Use only the keys under this prefix (e.g. ``"backbone"`` of a detector
+            checkpoint, or an EMA copy), with the prefix removed.
+        trust: Unpickle arbitrary objects (see :func:`~.io.load_checkpoint_file`).
+
+    Raises:
+        ValueError: Not a checkpoint (see :func:`~.io.load_checkpoint_file`), or the object
+            holds no tensors (under ``prefix``), or Hugging Face keys with no counterpart.
+    """
+    return read_checkpoint(checkpoint, prefix=prefix, trust=trust)[1]
