@@ -20,13 +20,17 @@ from nattk.backbones.weights import (
     LAYOUTS,
     PRETRAINED,
     detect_layout,
+    detectron2,
     find_pretrained,
+    huggingface,
     load_checkpoint_file,
+    official,
+    openmmlab_legacy,
     read_checkpoint,
     read_state_dict,
+    toolkit,
     write_checkpoint,
 )
-from nattk.backbones.weights import detectron2, huggingface, official, openmmlab_legacy, toolkit
 from nattk.backbones.weights.hub import cached_file
 
 SMALL = dict(depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], embed_dim=32)
