@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from nattk.backbones.checkpoint import check_checkpoint_file
+from nattk.backbones.weights import check_checkpoint_file
 from nattk.openmmlab.cli import (
     add_common_args,
     build_runner,
