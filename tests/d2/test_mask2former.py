@@ -164,6 +164,35 @@ def test_config_errors_through_the_launcher_name_their_key(tmp_path, opts, error
         TRAIN_NET.Trainer.build_model(train_m2f.setup(args, TRAIN_NET))
 
 
+def _small_node(name: str, dilations: str) -> list[str]:
+    """Launcher options of a small backbone under ``MODEL.<name>``."""
+    values = {"EMBED_DIM": "32", "DEPTHS": "[1, 1, 2, 1]", "NUM_HEADS": "[1, 2, 4, 8]"}
+    values["DILATIONS"] = dilations
+    return [x for key, value in values.items() for x in (f"MODEL.{name}.{key}", value)]
+
+
+@pytest.mark.parametrize(
+    "backbone, node", [("D2DiNAT_s", "DINAT_S"), ("D2DiNATs", "DINATS"), ("D2NAT", "NAT")]
+)
+def test_each_backbone_name_reads_its_own_node_through_the_launcher(tmp_path, backbone, node):
+    """``D2DiNATs``/``MODEL.DINATS`` (the names before 0.2) still build DiNAT_s."""
+    dilations = "[[1], [1], [1, 1], [1]]" if node == "NAT" else "[[1], [1], [1, 2], [1]]"
+    opts = [*_small_node(node, dilations), "MODEL.BACKBONE.NAME", backbone]
+    args = _args(COCO_PANOPTIC, *TINY, *opts, "OUTPUT_DIR", str(tmp_path))
+    model = TRAIN_NET.Trainer.build_model(train_m2f.setup(args, TRAIN_NET))
+    assert (
+        type(model.backbone).__name__ == backbone and model.backbone.config_key == f"MODEL.{node}"
+    )
+    assert model.backbone.out_channels == [32, 64, 128, 256]
+
+
+def test_a_dilated_nat_is_refused_by_the_nat_class_naming_the_key(tmp_path):
+    opts = [*_small_node("NAT", "[[1], [1], [1, 2], [1]]"), "MODEL.BACKBONE.NAME", "D2NAT"]
+    args = _args(COCO_PANOPTIC, *TINY, *opts, "OUTPUT_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match=r"^MODEL\.NAT\.DILATIONS: NAT has dilation 1.*dinat_\*"):
+        TRAIN_NET.Trainer.build_model(train_m2f.setup(args, TRAIN_NET))
+
+
 def _register_toy_panoptic(root: Path) -> list[str]:
     make_toy_coco(root, num_train=8, num_val=4, size=(128, 128), max_shapes=3)
     meta = dict(
