@@ -18,7 +18,7 @@ pytest.importorskip("mmdet")
 
 from mmdet.registry import MODELS  # noqa: E402
 
-import nattk.detection  # noqa: E402,F401  (registers NAT, DiNAT, DiNATs)
+import nattk.detection  # noqa: E402,F401  (registers NAT, DiNAT, DiNAT_s)
 
 CONFIG_DIR = REPO / "configs" / "mmdet"
 DETECTION_CONFIGS = sorted(
@@ -281,3 +281,20 @@ def test_demo_loads_a_detector_checkpoint_without_meta_with_the_configs_classes(
     cv2.imwrite(str(image), np.full((48, 64, 3), 127, dtype=np.uint8))
     assert demo.main([str(image), str(config), str(checkpoint), "--out", str(out)]) == out
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_dinat_s_type_and_its_old_name_build_the_same_class():
+    init_default_scope("mmdet")
+    small = dict(arch="tiny", depths=[1, 1, 2, 1], dilations="coco")
+    new = MODELS.build(dict(type="DiNAT_s", **small))
+    old = MODELS.build(dict(type="DiNATs", **small))
+    assert type(new) is type(old) is nattk.detection.DiNAT_s
+    assert list(new.state_dict()) == list(old.state_dict())
+
+
+def test_a_dilated_nat_is_refused_by_the_nat_class():
+    init_default_scope("mmdet")
+    with pytest.raises(ValueError, match=r"NAT has dilation 1 everywhere.*a dinat_\* variant"):
+        MODELS.build(
+            dict(type="NAT", arch="mini", dilations=[[1, 2, 1], [1] * 4, [1] * 6, [1] * 5])
+        )
