@@ -8,7 +8,7 @@ Face ``model.safetensors``) through :mod:`nattk.backbones.weights`, without pick
 
 from __future__ import annotations
 
-from nattk.backbones.weights import detectron2, read_state_dict
+from nattk.backbones.weights import d2, read_state_dict
 
 _PATCHED = "_nattk_reads_safetensors"
 
@@ -27,7 +27,7 @@ def enable_safetensors_weights() -> None:
 
     def _load_file(self, filename: str):
         if filename.endswith(".safetensors"):
-            return detectron2.from_official(read_state_dict(filename))
+            return d2.from_official(read_state_dict(filename))
         return load_file(self, filename)
 
     DetectionCheckpointer._load_file = _load_file

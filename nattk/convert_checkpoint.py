@@ -39,7 +39,7 @@ from nattk.backbones.weights import (
     resize_rpb_tables,
     write_checkpoint,
 )
-from nattk.backbones.weights import detectron2 as detectron2_layout
+from nattk.backbones.weights import d2 as detectron2_layout
 from nattk.backbones.weights import toolkit as toolkit_layout
 
 

@@ -20,7 +20,6 @@ from nattk.backbones.weights import (
     LAYOUTS,
     PRETRAINED,
     detect_layout,
-    detectron2,
     find_pretrained,
     huggingface,
     load_checkpoint_file,
@@ -31,6 +30,7 @@ from nattk.backbones.weights import (
     toolkit,
     write_checkpoint,
 )
+from nattk.backbones.weights import d2 as detectron2
 from nattk.backbones.weights.hub import cached_file
 
 SMALL = dict(depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], embed_dim=32)
@@ -110,7 +110,9 @@ def test_hugging_face_keys_are_those_of_transformers_own_dinat_classes(dinat_sta
     config.out_indices = [1, 2, 3, 4]
     backbone = classes.Backbone(config).state_dict()
     dense = {k: v for k, v in dinat_state.items() if not official.CLASSIFIER_KEY.match(k)}
-    dense.update({f"norm{i}.{p}": torch.ones(32 * 2**i) for i in range(4) for p in ("weight", "bias")})
+    dense.update(
+        {f"norm{i}.{p}": torch.ones(32 * 2**i) for i in range(4) for p in ("weight", "bias")}
+    )
     assert set(huggingface.from_official(dense)) == set(backbone)
 
 

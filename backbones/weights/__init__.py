@@ -1,6 +1,6 @@
 """Checkpoint formats, file I/O, loading policy and published weights (torch only).
 
-One module per layout (:mod:`.official`, :mod:`.huggingface`, :mod:`.detectron2`,
+One module per layout (:mod:`.official`, :mod:`.huggingface`, :mod:`.d2` (Detectron2),
 :mod:`.openmmlab_legacy`, :mod:`.toolkit`), each with ``detect`` / ``to_official`` /
 ``from_official``; :mod:`.io` reads and writes files (pickle refused by default);
 :mod:`.load` loads a model and reports; :mod:`.rpb` resizes bias tables;

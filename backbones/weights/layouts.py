@@ -14,13 +14,13 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from . import detectron2, huggingface, official, openmmlab_legacy, toolkit
+from . import d2, huggingface, official, openmmlab_legacy, toolkit
 from .io import load_checkpoint_file
 
 StateDict = dict[str, torch.Tensor]
 #: Layout name -> module, in detection order.
 LAYOUTS: dict[str, ModuleType] = {
-    module.NAME: module for module in (detectron2, toolkit, openmmlab_legacy, huggingface, official)
+    module.NAME: module for module in (d2, toolkit, openmmlab_legacy, huggingface, official)
 }
 
 

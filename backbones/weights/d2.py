@@ -1,4 +1,4 @@
-"""Detectron2's model-zoo ``.pkl`` layout: ``{"model": {name: ndarray}, "__author__": ...}``.
+"""Detectron2's model-zoo ``.pkl`` layout (named ``"detectron2"`` in :data:`~.layouts.LAYOUTS`): ``{"model": {name: ndarray}, "__author__": ...}``.
 
 ``matching_heuristics`` lets Detectron2's checkpointer map ``patch_embed.*`` onto
 ``backbone.patch_embed.*``, so backbone weights keep their official names. Mask2Former
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-import numpy as np
 import torch
 
 from .official import unwrap
@@ -19,18 +18,21 @@ NAME = "detectron2"
 AUTHOR = "nat-toolkit"
 
 
+def _is_array(value: object) -> bool:
+    """A NumPy array (told by its type, so that this module needs no numpy import)."""
+    return type(value).__module__ == "numpy" and type(value).__name__ == "ndarray"
+
+
 def detect(obj: object) -> bool:
     """Whether ``obj`` is a model-zoo payload (``"model"`` holding NumPy arrays)."""
     model = obj.get("model") if isinstance(obj, Mapping) else None
-    return isinstance(model, Mapping) and any(isinstance(v, np.ndarray) for v in model.values())
+    return isinstance(model, Mapping) and any(_is_array(v) for v in model.values())
 
 
 def to_official(obj: Mapping, prefix: Optional[str] = None) -> StateDict:
     """The official state dict of a payload (its arrays as tensors, ``backbone.`` removed)."""
     tensors = {
-        key: torch.from_numpy(np.ascontiguousarray(value))
-        if isinstance(value, np.ndarray)
-        else value
+        key: torch.as_tensor(value) if _is_array(value) else value
         for key, value in obj["model"].items()
     }
     return unwrap(tensors, prefix)
@@ -47,7 +49,7 @@ def from_official(state: Mapping[str, torch.Tensor]) -> dict:
         "matching_heuristics": True}``.
     """
 
-    def as_numpy(value: torch.Tensor) -> np.ndarray:
+    def as_numpy(value: torch.Tensor):
         value = value.detach().cpu()
         return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
 
