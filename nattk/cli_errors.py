@@ -20,13 +20,20 @@ USER_ERROR_STATUS = 2
 
 
 class NattkError(Exception):
-    """Base class of this toolkit's own errors about its input (shown in one line)."""
+    """Base class of this toolkit's own errors about its input (shown in one line).
+
+    Its message is written for the terminal: its lines are kept. An error class of a
+    lower layer (which must not import this module) opts into the same by a class
+    attribute ``keeps_lines = True`` (e.g. ``nattk.openmmlab.strict_load``'s).
+    """
+
+    keeps_lines = True
 
 
 #: What the toolkit raises for bad input: a value refused, a path that is not there or
 #: is the wrong kind. ``KeyError`` only for registry misses (see :func:`user_message`).
 USER_ERRORS = (
-    NattkError,
+    NattkError,  # and any error with keeps_lines (see NattkError)
     ValueError,
     FileNotFoundError,
     IsADirectoryError,
@@ -42,7 +49,7 @@ def user_message(error: BaseException) -> Optional[str]:
         # anywhere else is a bug and keeps its traceback.
         text = str(error.args[0]) if error.args else ""
         return text if "registry" in text else None
-    if isinstance(error, NattkError):  # written for the terminal: its lines are kept
+    if getattr(error, "keeps_lines", False):  # written for the terminal: lines are kept
         return str(error).strip() or type(error).__name__
     if isinstance(error, USER_ERRORS):
         text = str(error).strip()

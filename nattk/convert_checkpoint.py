@@ -31,7 +31,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from nattk.backbones.files import atomic_output
 from nattk.backbones.weights import (
     checkpoint_kernel_size,
     drop_classifier,
@@ -41,6 +40,7 @@ from nattk.backbones.weights import (
 )
 from nattk.backbones.weights import d2 as detectron2_layout
 from nattk.backbones.weights import toolkit as toolkit_layout
+from nattk.backbones.weights.files import atomic_output
 
 
 def convert(

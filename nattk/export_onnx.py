@@ -26,7 +26,7 @@ from functools import partial
 import torch
 
 from nattk.backbones.export import export_program, smallest_unpadded_input, to_onnx
-from nattk.backbones.files import atomic_output
+from nattk.backbones.weights.files import atomic_output
 from nattk.dev.onnx_runtime import max_abs_difference, onnxruntime_outputs, onnxruntime_session
 from nattk.openmmlab.cli import ignore_pkg_resources_warning
 from nattk.openmmlab.exportable import build_exportable

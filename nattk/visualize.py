@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from nattk.backbones.attention.indices import axis_tables
-from nattk.backbones.files import atomic_output
+from nattk.backbones.weights.files import atomic_output
 
 PathLike = Union[str, Path]
 

@@ -18,14 +18,18 @@ from typing import Mapping, Optional
 
 import torch
 
-from nattk.cli_errors import NattkError
-
 _MODULE_PREFIX = re.compile(r"^module\.")
 _SHOWN = 3
 
 
-class PartialCheckpointError(NattkError):
-    """A model checkpoint leaves model tensors unfilled, or holds tensors the model lacks."""
+class PartialCheckpointError(ValueError):
+    """A model checkpoint leaves model tensors unfilled, or holds tensors the model lacks.
+
+    ``keeps_lines``: the command-line tools show its (at most ten-line) summary as it is
+    (see :class:`nattk.cli_errors.NattkError`).
+    """
+
+    keeps_lines = True
 
 
 @dataclass

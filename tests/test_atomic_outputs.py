@@ -17,7 +17,7 @@ import torch
 
 from nattk import convert_checkpoint, convert_legacy_checkpoint
 from nattk.backbones import create_model
-from nattk.backbones.files import atomic_output
+from nattk.backbones.weights.files import atomic_output
 
 REPO = Path(__file__).resolve().parents[1]
 

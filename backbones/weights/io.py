@@ -7,7 +7,7 @@
 
 ``trust=True`` lifts the pickle restriction, for files from a trusted source whose
 metadata weights-only loading refuses (mmcv 1.x detector checkpoints). Writing goes
-through :func:`nattk.backbones.files.atomic_output` and reads the file back before it
+through :func:`nattk.backbones.weights.files.atomic_output` and reads the file back before it
 replaces an existing one.
 """
 
@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Optional, Union
 
 import torch
 
-from ..files import atomic_output
+from .files import atomic_output
 
 StateDict = dict[str, torch.Tensor]
 PathType = Union[str, PathLike]

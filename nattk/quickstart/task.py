@@ -16,7 +16,7 @@ from typing import Optional, TextIO
 
 import torch
 
-from nattk.backbones.files import atomic_output
+from nattk.backbones.weights.files import atomic_output
 from nattk.quickstart import make_toy_dataset
 from nattk.quickstart.capture import output_to_log, tail
 from nattk.quickstart.config import TASKS, evaluation_points, prepare_config, torch_threads
