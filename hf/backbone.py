@@ -255,6 +255,33 @@ class NattkBackbone(BackboneMixin, PreTrainedModel):
         return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states)
 
     @classmethod
+    def _resolve_config(
+        cls, folder: Path, config: Optional[NattkBackboneConfig], kwargs: dict
+    ) -> NattkBackboneConfig:
+        """The folder's ``config.json`` (or ``config``) with ``kwargs``'s overrides.
+
+        Raises:
+            TypeError: ``kwargs`` holds arguments that are no configuration field.
+        """
+        for name in _HUB_KWARGS:
+            kwargs.pop(name, None)
+        if config is None:
+            config, kwargs = cls.config_class.from_pretrained(
+                str(folder), return_unused_kwargs=True, **kwargs
+            )
+        else:
+            overrides = {k: kwargs.pop(k) for k in list(kwargs) if hasattr(config, k)}
+            base = config.to_dict()
+            if {"out_features", "out_indices"} & set(overrides):
+                base.pop("out_features", None), base.pop("out_indices", None)
+            config = cls.config_class.from_dict({**base, **overrides})
+        if kwargs:
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained got unknown arguments {sorted(kwargs)}"
+            )
+        return config
+
+    @classmethod
     def from_pretrained(
         cls,
         pretrained_model_name_or_path: Union[str, os.PathLike],
@@ -288,30 +315,10 @@ class NattkBackbone(BackboneMixin, PreTrainedModel):
         if model_args:
             raise TypeError(f"{cls.__name__}.from_pretrained takes no positional model args")
         folder = Path(pretrained_model_name_or_path) / kwargs.pop("subfolder", "")
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"{folder} is not a folder; download the model first (e.g. "
-                "huggingface_hub.snapshot_download) and pass its local path"
-            )
+        weights = weights_file(folder)  # refuses a folder that is not there first
         dtype = kwargs.pop("torch_dtype", dtype)
-        for name in _HUB_KWARGS:
-            kwargs.pop(name, None)
-        if config is None:
-            config, kwargs = cls.config_class.from_pretrained(
-                str(folder), return_unused_kwargs=True, **kwargs
-            )
-        else:
-            overrides = {k: kwargs.pop(k) for k in list(kwargs) if hasattr(config, k)}
-            base = config.to_dict()
-            if {"out_features", "out_indices"} & set(overrides):
-                base.pop("out_features", None), base.pop("out_indices", None)
-            config = cls.config_class.from_dict({**base, **overrides})
-        if kwargs:
-            raise TypeError(
-                f"{cls.__name__}.from_pretrained got unknown arguments {sorted(kwargs)}"
-            )
-        model = cls(config)
-        load_pretrained(model.backbone, weights_file(folder), allow_missing=allow_missing)
+        model = cls(cls._resolve_config(folder, config, kwargs))
+        load_pretrained(model.backbone, weights, allow_missing=allow_missing)
         if isinstance(dtype, str) and dtype != "auto":
             dtype = getattr(torch, dtype)
         if isinstance(dtype, torch.dtype):

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from nattk.backbones.nat import NeighborhoodTransformer
-from nattk.backbones.weights import missing_weights_error
+from nattk.backbones.weights import refuse_missing_weights
 
 from .config import FEATURE_NAMES, backbone_kwargs, config_error, family_node, toolkit_option
 
@@ -88,25 +88,16 @@ class D2BackboneMixin:
         """Inputs are padded to a multiple of 32, the stride of ``res5``."""
         return 32
 
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
-    ) -> None:
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
-        )
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
         # Detectron2 loads with strict=False and drops shape-mismatched tensors (an rpb
         # made for another kernel size) with a warning only; refuse to go on silently.
         expected = list(self.state_dict(keep_vars=True))
         missing = [key for key in expected if prefix + key not in state_dict]
-        message = missing_weights_error(type(self).__name__, missing, len(expected), _RPB_HINT)
-        if message is None:
-            if missing:  # ImageNet weights have no norm0..3: they start fresh, as everywhere
-                logger.info("%s: new dense-output norms %s initialised fresh", prefix, missing)
-            return
-        if self.allow_missing_weights:
-            logger.warning("%s (allowed by %s.ALLOW_MISSING_WEIGHTS)", message, self.config_key)
-        else:
-            errors.append(
-                f"{message}. Set {self.config_key}.ALLOW_MISSING_WEIGHTS True to train them "
-                "from their random initialisation."
-            )
+        option = f"{self.config_key}.ALLOW_MISSING_WEIGHTS"
+        refusal = refuse_missing_weights(
+            prefix or type(self).__name__, missing, len(expected), option,
+            self.allow_missing_weights, _RPB_HINT, logger,
+        )  # fmt: skip
+        if refusal:
+            args[-1].append(refusal)  # torch's errors (after metadata, strict, missing, unexpected)

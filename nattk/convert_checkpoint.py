@@ -36,10 +36,8 @@ from nattk.backbones.weights import (
     drop_classifier,
     read_state_dict,
     resize_rpb_tables,
-    write_checkpoint,
+    write_layout,
 )
-from nattk.backbones.weights import d2 as detectron2_layout
-from nattk.backbones.weights import toolkit as toolkit_layout
 from nattk.backbones.weights.files import atomic_output
 
 
@@ -73,14 +71,8 @@ def _write(args, state: dict, dst: Path) -> dict:
         with atomic_output(dst, folder=True) as staging:
             folder = save_backbone_folder(state, staging, config)
             return read_state_dict(folder / "model.safetensors")
-    layout = detectron2_layout if args.to == "d2" else toolkit_layout
-    payload = layout.from_official(state, **({} if args.to == "d2" else {"source": str(args.src)}))
-
-    def same_tensors(written) -> None:
-        if set(read_state_dict(written)) != set(state):
-            raise RuntimeError(f"{dst} does not read back the {len(state)} tensors written")
-
-    write_checkpoint(payload, dst, verify=same_tensors)
+    options = {"source": str(args.src)} if args.to == "toolkit" else {}
+    write_layout(state, "detectron2" if args.to == "d2" else args.to, dst, **options)
     return state
 
 

@@ -72,20 +72,14 @@ class _OpenMMLabMixin:
         The official dense backbones apply no initialisation of their own, so without a
         checkpoint the modules keep PyTorch's defaults (as the originals did).
         """
-        logger = MMLogger.get_current_instance()
-        cfg = self.init_cfg
-        if not cfg or cfg.get("type") != "Pretrained":
+        cfg = self.init_cfg or {}
+        if cfg.get("type") != "Pretrained":
             if cfg:
-                super().init_weights()
-            else:
-                logger.info(
-                    f"{type(self).__name__}: no pretrained checkpoint, training from scratch"
-                )
-            return
+                return super().init_weights()
+            log, name = MMLogger.get_current_instance(), type(self).__name__
+            return log.info(f"{name}: no pretrained checkpoint, training from scratch")
         self.load_report = self.load_checkpoint(
-            cfg["checkpoint"],
-            prefix=cfg.get("prefix"),
-            allow_missing=cfg.get("allow_missing", False),
+            cfg["checkpoint"], cfg.get("prefix"), cfg.get("allow_missing", False)
         )
         self._is_init = True
 
@@ -102,9 +96,9 @@ class _OpenMMLabMixin:
         """
         with checkpoint_allowlist():  # MMEngine's loader: local paths, URLs, s3, ...
             state = CheckpointLoader.load_checkpoint(checkpoint, map_location="cpu")
-        logger = MMLogger.get_current_instance()
-        logger.info(f"{type(self).__name__}: loading {checkpoint}")
-        return load_pretrained(self, state, allow_missing=allow_missing, log=logger, prefix=prefix)
+        log = MMLogger.get_current_instance()
+        log.info(f"{type(self).__name__}: loading {checkpoint}")
+        return load_pretrained(self, state, allow_missing=allow_missing, log=log, prefix=prefix)
 
 
 register_safetensors_loader()

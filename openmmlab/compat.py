@@ -14,7 +14,6 @@ local ``.safetensors`` files (``load_from``, ``init_cfg`` checkpoints) without p
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Iterator
 
 #: ``CheckpointLoader`` schemes (regular expressions matched at the start of a path):
@@ -113,20 +112,9 @@ def load_from_safetensors(filename: str, map_location=None) -> dict:
     Raises:
         ValueError: ``filename`` is a URL (download it first), or not valid safetensors.
     """
-    import torch
-
     from nattk.backbones.weights import read_safetensors
 
-    if "://" in filename:
-        raise ValueError(
-            f"cannot load {filename}: .safetensors files are read from local paths only; "
-            "download it first (e.g. `huggingface-cli download REPO model.safetensors`) "
-            "and pass the local path"
-        )
-    state = read_safetensors(os.path.expanduser(filename))
-    if isinstance(map_location, (str, torch.device)) and torch.device(map_location).type != "cpu":
-        state = {key: value.to(map_location) for key, value in state.items()}
-    return {"state_dict": state, "meta": {}}
+    return {"state_dict": read_safetensors(filename, map_location), "meta": {}}
 
 
 def register_safetensors_loader() -> None:

@@ -17,6 +17,7 @@ import torch
 
 from nattk import convert_checkpoint, convert_legacy_checkpoint
 from nattk.backbones import create_model
+from nattk.backbones.weights import d2 as d2_layout
 from nattk.backbones.weights.files import atomic_output
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +130,7 @@ def test_a_failing_d2_conversion_leaves_the_existing_pkl(classifier_file, tmp_pa
     def fail(state):
         raise TypeError("Got unsupported ScalarType")
 
-    monkeypatch.setattr(convert_checkpoint.detectron2_layout, "from_official", fail)
+    monkeypatch.setattr(d2_layout, "from_official", fail)
     with pytest.raises(TypeError):
         convert_checkpoint.main([str(src), str(dst), "--to", "d2"])
     assert _digest(dst) == before

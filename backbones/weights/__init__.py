@@ -16,8 +16,8 @@ from .io import (
     read_safetensors,
     write_checkpoint,
 )
-from .layouts import LAYOUTS, detect_layout, read_checkpoint, read_state_dict
-from .load import LoadReport, load_pretrained, missing_weights_error
+from .layouts import LAYOUTS, detect_layout, read_checkpoint, read_state_dict, write_layout
+from .load import LoadReport, load_pretrained, missing_weights_error, refuse_missing_weights
 from .official import CLASSIFIER_KEY, DENSE_NORM_KEY, drop_classifier
 from .pretrained import (
     PRETRAINED,
@@ -48,8 +48,10 @@ __all__ = [
     "read_checkpoint",
     "read_safetensors",
     "read_state_dict",
+    "refuse_missing_weights",
     "resize_rpb",
     "resize_rpb_tables",
     "weights_file",
     "write_checkpoint",
+    "write_layout",
 ]

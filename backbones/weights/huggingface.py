@@ -202,9 +202,15 @@ def weights_file(folder: Union[str, os.PathLike]) -> Path:
     """The weight file of a model folder (see :data:`WEIGHT_FILES`).
 
     Raises:
-        FileNotFoundError: None, or several candidate ``.pth``/``.pt`` files.
+        FileNotFoundError: Not a folder (e.g. a hub name: download it first), or no
+            weight file, or several candidate ``.pth``/``.pt`` files.
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} is not a folder; download the model first (e.g. "
+            "huggingface_hub.snapshot_download) and pass its local path"
+        )
     for name in WEIGHT_FILES:
         if (folder / name).is_file():
             return folder / name

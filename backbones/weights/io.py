@@ -142,14 +142,26 @@ def _read_numpy_pickle(path: Path) -> object:
         raise ValueError(f"not a checkpoint: {path} is damaged or truncated ({error})") from error
 
 
-def read_safetensors(path: PathType) -> StateDict:
-    """Reads a ``.safetensors`` file into CPU tensors with ``safetensors.torch.load_file``.
+def read_safetensors(path: PathType, map_location: object = None) -> StateDict:
+    """Reads a local ``.safetensors`` file with ``safetensors.torch.load_file`` (no pickle).
+
+    Args:
+        path: The file (``~`` is expanded).
+        map_location: A device (``str`` or ``torch.device``) to put the tensors on;
+            anything else (``None``, a callable) leaves them on the CPU.
 
     Raises:
         ImportError: The ``safetensors`` package is not installed.
         FileNotFoundError: No such file.
-        ValueError: The file is not valid safetensors (e.g. a renamed ``torch.save`` file).
+        ValueError: A URL (download it first), or not valid safetensors (e.g. a renamed
+            ``torch.save`` file).
     """
+    if "://" in str(path):
+        raise ValueError(
+            f"cannot load {path}: .safetensors files are read from local paths only; "
+            "download it first (e.g. `huggingface-cli download REPO model.safetensors`) "
+            "and pass the local path"
+        )
     try:
         from safetensors import SafetensorError
         from safetensors.torch import load_file as safetensors_load_file
@@ -157,8 +169,11 @@ def read_safetensors(path: PathType) -> StateDict:
         raise ImportError(
             f"reading {path} needs the 'safetensors' package: pip install safetensors"
         ) from error
+    device = "cpu"
+    if isinstance(map_location, (str, torch.device)):
+        device = str(torch.device(map_location))
     try:
-        return safetensors_load_file(str(path), device="cpu")
+        return safetensors_load_file(str(Path(path).expanduser()), device=device)
     except SafetensorError as error:
         raise ValueError(
             f"{path} is not a valid .safetensors file ({error}); a file written by "

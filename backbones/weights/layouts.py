@@ -9,13 +9,14 @@ that holds tensors.
 from __future__ import annotations
 
 from os import PathLike
+from pathlib import Path
 from types import ModuleType
 from typing import Mapping, Optional, Union
 
 import torch
 
 from . import d2, huggingface, official, openmmlab_legacy, toolkit
-from .io import load_checkpoint_file
+from .io import load_checkpoint_file, write_checkpoint
 
 StateDict = dict[str, torch.Tensor]
 #: Layout name -> module, in detection order.
@@ -74,3 +75,32 @@ def read_state_dict(
             holds no tensors (under ``prefix``), or Hugging Face keys with no counterpart.
     """
     return read_checkpoint(checkpoint, prefix=prefix, trust=trust)[1]
+
+
+def write_layout(
+    state: Mapping[str, torch.Tensor],
+    layout: str,
+    destination: Union[str, PathLike],
+    **options,
+) -> Path:
+    """Writes an official state dict in ``layout``, atomically, checked by reading it back.
+
+    Args:
+        state: Official-layout tensors.
+        layout: A name of :data:`LAYOUTS`.
+        destination: The file; its suffix picks the format (see
+            :func:`~.io.write_checkpoint`).
+        **options: For the layout's ``from_official`` (e.g. ``source`` for ``toolkit``).
+
+    Raises:
+        KeyError: Unknown layout.
+        RuntimeError: The file does not read back the tensors written (an existing
+            destination is then left as it was).
+    """
+    payload = LAYOUTS[layout].from_official(state, **options)
+
+    def same_tensors(written: object) -> None:
+        if set(read_state_dict(written)) != set(state):
+            raise RuntimeError(f"{destination} does not read back the {len(state)} tensors written")
+
+    return write_checkpoint(payload, destination, verify=same_tensors)

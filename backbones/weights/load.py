@@ -180,3 +180,38 @@ def missing_weights_error(
         f"{owner}: the checkpoint has no value for {len(missing)} of {total} backbone "
         f"tensors ({shown}){hint}"
     )
+
+
+def refuse_missing_weights(
+    owner: str,
+    missing: list[str],
+    total: int,
+    option: str,
+    allowed: bool = False,
+    rpb_hint: str = "",
+    log: Optional[logging.Logger] = None,
+) -> Optional[str]:
+    """:func:`missing_weights_error` with its outcome decided, for a framework's checkpointer.
+
+    Args:
+        owner: Name of the model (or its prefix), for the messages.
+        missing: Missing keys, relative to the backbone.
+        total: Number of backbone tensors.
+        option: The setting that allows missing weights (named in the refusal).
+        allowed: That setting's value: log a warning instead of refusing.
+        rpb_hint: See :func:`missing_weights_error`.
+        log: Logger (default: this module's).
+
+    Returns:
+        The refusal to raise (or hand to the framework), or ``None``: loading goes on,
+        having logged fresh dense-output norms at INFO and allowed gaps at WARNING.
+    """
+    log = log or logger
+    message = missing_weights_error(owner, missing, total, rpb_hint)
+    if message and not allowed:
+        return f"{message}. Set {option} True to train them from their random initialisation."
+    if message:
+        log.warning("%s (allowed by %s)", message, option)
+    elif missing:  # ImageNet weights have no norm0..3: they start fresh, as everywhere
+        log.info("%s: new dense-output norms %s initialised fresh", owner, missing)
+    return None
