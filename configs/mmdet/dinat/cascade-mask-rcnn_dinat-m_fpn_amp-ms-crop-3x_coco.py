@@ -1,6 +1,6 @@
 _base_ = [
-    '../_base_/models/cascade-mask-rcnn_nat_fpn.py',
-    '../_base_/coco-instance_ms-crop-3x.py',
+    '../_base_/models/cascade-mask-rcnn_dinat_fpn.py',
+    '../_base_/coco-instance_amp-ms-crop-3x.py',
 ]
 from nattk.backbones.pretrained import pretrained_url  # noqa: E402
 
@@ -8,18 +8,5 @@ from nattk.backbones.pretrained import pretrained_url  # noqa: E402
 pretrained = pretrained_url('dinat_mini.in1k_224')
 # The published COCO weights (mmdet 2.x layout; see tools/convert_legacy_checkpoint.py).
 published_checkpoint = 'https://shi-labs.com/projects/dinat/checkpoints/coco/cascadedmaskrcnn_dinat_mini.pth'  # noqa
-model = dict(
-    backbone=dict(
-        type='DiNAT',
-        arch='mini',
-        kernel_size=7,
-        dilations='coco',
-        layer_scale=None,
-        drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[64, 128, 256, 512]))
-optim_wrapper = dict(
-    # fp16 as in the original (mmcv Fp16OptimizerHook, static loss scale 512)
-    type='AmpOptimWrapper',
-    loss_scale=512.,
-)
+model = dict(backbone=dict(arch='mini', drop_path_rate=0.2,
+                           init_cfg=dict(type='Pretrained', checkpoint=pretrained)))

@@ -1,6 +1,6 @@
 _base_ = [
     '../_base_/models/cascade-mask-rcnn_nat_fpn.py',
-    '../_base_/coco-instance_ms-crop-3x.py',
+    '../_base_/coco-instance_amp-ms-crop-3x.py',
 ]
 from nattk.backbones.pretrained import pretrained_url  # noqa: E402
 
@@ -8,17 +8,6 @@ from nattk.backbones.pretrained import pretrained_url  # noqa: E402
 pretrained = pretrained_url('nat_base.in1k_224')
 # The published COCO weights (mmdet 2.x layout; see tools/convert_legacy_checkpoint.py).
 published_checkpoint = 'https://shi-labs.com/projects/nat/checkpoints/DET/nat_base_cascademaskrcnn.pth'  # noqa
-model = dict(
-    backbone=dict(
-        type='NAT',
-        arch='base',
-        kernel_size=7,
-        layer_scale=1e-5,
-        drop_path_rate=0.5,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[128, 256, 512, 1024]))
-optim_wrapper = dict(
-    # fp16 as in the original (mmcv Fp16OptimizerHook, static loss scale 512)
-    type='AmpOptimWrapper',
-    loss_scale=512.,
-)
+model = dict(backbone=dict(arch='base', layer_scale=1e-5, drop_path_rate=0.5,
+                           init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+             neck=dict(in_channels=[128, 256, 512, 1024]))

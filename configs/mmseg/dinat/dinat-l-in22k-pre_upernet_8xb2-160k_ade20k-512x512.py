@@ -8,18 +8,11 @@ from nattk.backbones.pretrained import pretrained_url  # noqa: E402
 pretrained = pretrained_url('dinat_large.in22k_224')
 # The published ADE20K weights (mmseg 0.x layout; see tools/convert_legacy_checkpoint.py).
 published_checkpoint = 'https://shi-labs.com/projects/dinat/checkpoints/ade20k/upernet_dinat_large.pth'  # noqa
-model = dict(
-    backbone=dict(
-        type='DiNAT',
-        arch='large',
-        kernel_size=7,
-        dilations='ade20k640',
-        layer_scale=None,
-        drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[192, 384, 768, 1536]),
-    auxiliary_head=dict(in_channels=768))
 # FP32, as the original DiNAT-Large config.
+model = dict(backbone=dict(type='DiNAT', arch='large', dilations='ade20k640', drop_path_rate=0.3,
+                           init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+             decode_head=dict(in_channels=[192, 384, 768, 1536]),
+             auxiliary_head=dict(in_channels=768))
 # The published FLOPs of the "640" rows were counted at 2560x640 (tools/get_flops.py
 # reads this); at the 2048x512 of the other rows the count is 36% lower.
 flops_input_shape = (640, 2560)

@@ -1,4 +1,4 @@
-_base_ = '../_base_/upernet_nat_ade20k-512x512_160k.py'
+_base_ = '../_base_/upernet_dinats_ade20k-512x512_amp-160k.py'
 from nattk.backbones.pretrained import pretrained_url  # noqa: E402
 
 # The official file is named "640x640" but inherits the 512x512 ADE20K pipeline
@@ -8,19 +8,10 @@ from nattk.backbones.pretrained import pretrained_url  # noqa: E402
 pretrained = pretrained_url('dinat_s_large.in22k_224')
 # The published ADE20K weights (mmseg 0.x layout; see tools/convert_legacy_checkpoint.py).
 published_checkpoint = 'https://shi-labs.com/projects/dinat/checkpoints/ade20k/upernet_dinat_s_large.pth'  # noqa
-model = dict(
-    backbone=dict(
-        type='DiNATs',
-        arch='large',
-        kernel_size=7,
-        dilations='ade20k640',
-        layer_scale=None,
-        drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[192, 384, 768, 1536]),
-    auxiliary_head=dict(in_channels=768))
-# fp16 as in the original (mmcv Fp16OptimizerHook, static loss scale 512)
-optim_wrapper = dict(type='AmpOptimWrapper', loss_scale=512.)
+model = dict(backbone=dict(arch='large', dilations='ade20k640', drop_path_rate=0.3,
+                           init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+             decode_head=dict(in_channels=[192, 384, 768, 1536]),
+             auxiliary_head=dict(in_channels=768))
 # The published FLOPs of the "640" rows were counted at 2560x640 (tools/get_flops.py
 # reads this); at the 2048x512 of the other rows the count is 36% lower.
 flops_input_shape = (640, 2560)

@@ -9,6 +9,7 @@ model = dict(
         type='NAT',
         arch='tiny',
         kernel_size=7,
+        layer_scale=None,
         out_indices=(0, 1, 2, 3),
         frozen_stages=-1,
         qkv_bias=True,
