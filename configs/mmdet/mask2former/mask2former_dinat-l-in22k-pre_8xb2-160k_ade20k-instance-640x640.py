@@ -29,28 +29,13 @@ model = dict(
         num_things_classes=num_things_classes, num_stuff_classes=num_stuff_classes),
     test_cfg=dict(panoptic_on=False, instance_on=True, semantic_on=False))
 
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),  # uint8, as upstream
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='RandomChoiceResize',
-        scales=[(2560, int(x * 0.1 * 640)) for x in range(5, 21)],
-        keep_ratio=True),
-    # Upstream's instance mapper keeps every instance, with an empty mask when the crop
-    # misses it (no FilterAnnotations): RandomCropKeepEmpty.
-    dict(type='RandomCropKeepEmpty', crop_size=image_size, crop_type='absolute'),
-    dict(type='ColorAugSSD'),  # Detectron2's ColorAugSSDTransform (COLOR_AUG_SSD)
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
-    dict(type='Resize', scale=(2560, 640), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
+# The panoptic pipelines, loading instance annotations instead. Upstream's instance mapper
+# keeps every instance, with an empty mask when the crop misses it (no FilterAnnotations),
+# as the panoptic crop (RandomCropKeepEmpty) does.
+train_pipeline, test_pipeline = [[
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True)
+    if step.type == 'LoadPanopticAnnotations' else step for step in pipeline
+] for pipeline in (_base_.train_pipeline, _base_.test_pipeline)]
 dataset_type = 'ADE20KInstanceDataset'
 data_root = 'data/ADEChallengeData2016/'
 train_dataloader = dict(
