@@ -7,6 +7,8 @@ Removed in a later release; ``convert_hf_state_dict`` is now
 import warnings
 
 from .weights import (
+    CLASSIFIER_KEY,
+    DENSE_NORM_KEY,
     LoadReport,
     check_checkpoint_file,
     drop_classifier,
@@ -25,6 +27,8 @@ warnings.warn(
     stacklevel=2,
 )
 __all__ = [
+    "CLASSIFIER_KEY",
+    "DENSE_NORM_KEY",
     "LoadReport",
     "check_checkpoint_file",
     "convert_hf_state_dict",

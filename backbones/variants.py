@@ -85,8 +85,16 @@ DILATION_PRESETS[_NAT] = {name: [[1]] * 4 for name in DILATION_PRESETS[_DINAT]}
 FAMILIES: dict[str, type[NeighborhoodTransformer]] = {c.family: c for c in (NAT, DiNAT, DiNAT_s)}
 
 
-def dilation_preset(family: str, preset: str, depths) -> list[list[int]]:
+def dilation_preset(
+    family: str, preset: str, depths, name: Optional[str] = None
+) -> list[list[int]]:
     """Expands a named preset to one dilation per block of ``depths``.
+
+    Args:
+        family: ``"nat"``, ``"dinat"`` or ``"dinat_s"``.
+        preset: A name of ``DILATION_PRESETS[family]``.
+        depths: Blocks per level.
+        name: The model, for the message (default: the family).
 
     Raises:
         ValueError: Unknown family or preset.
@@ -95,8 +103,10 @@ def dilation_preset(family: str, preset: str, depths) -> list[list[int]]:
     if table is None:
         raise ValueError(f"unknown backbone family {family!r}; choose from {sorted(FAMILIES)}")
     if preset not in table:
+        note = " (all mean dilation 1 for a NAT model)" if family == _NAT else ""
         raise ValueError(
-            f"unknown dilation preset {preset!r} for {family}; choose from {sorted(table)}"
+            f"unknown dilation preset {preset!r} for {name or family}; "
+            f"choose from {sorted(table)}{note}"
         )
     return [(pattern * depth)[:depth] for pattern, depth in zip(table[preset], depths)]
 
@@ -145,7 +155,9 @@ def variant_kwargs(
     if isinstance(dilations, str):
         if "depths" not in options:
             raise ValueError(f"dilation preset {dilations!r} needs arch or depths")
-        dilations = dilation_preset(family, dilations, options["depths"])
+        # A NAT model is named by its variant (its presets differ from DiNAT's in meaning).
+        name = f"{family}_{arch}" if family == _NAT and arch else None
+        dilations = dilation_preset(family, dilations, options["depths"], name)
     options["dilations"] = dilations
     return options
 

@@ -52,6 +52,7 @@ from nattk.backbones.attention import NeighborhoodAttention2D
 from nattk.backbones.layers import NABlock
 from nattk.backbones.variants import dilation_preset
 from nattk.backbones.weights import weights_file
+from nattk.backbones.weights.huggingface import WEIGHT_FILES  # noqa: F401 (its old home)
 
 MODEL_TYPE = "nattk"
 _FIXED_OUTPUTS = (
@@ -142,7 +143,9 @@ class NattkBackboneConfig(BackboneConfigMixin, PreTrainedConfig):
         family = VARIANTS[self.variant].family
         dilations = self.dilations
         if isinstance(dilations, str):
-            dilations = dilation_preset(family, dilations, depths)
+            dilations = dilation_preset(
+                family, dilations, depths, self.variant if family == "nat" else None
+            )
         FAMILIES[family]._check_dilations(dilations, depths)
 
     def core_kwargs(self) -> dict:

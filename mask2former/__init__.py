@@ -4,7 +4,7 @@ Framework-free parts (importable without detectron2): the ``MODEL.NAT/DINAT/DINA
 config keys (:mod:`.config`), the backbone mixin (:mod:`.backbone_mixin`) and the
 helpers that use an upstream Mask2Former checkout (:mod:`.upstream`), ``.safetensors``
 weights for Detectron2's checkpointer (:mod:`.checkpoint`; the ``.pkl`` layout itself is
-:mod:`nattk.backbones.weights.detectron2`). Importing :mod:`nattk.mask2former.backbone`
+:mod:`nattk.backbones.weights.d2`). Importing :mod:`nattk.mask2former.backbone`
 (needs detectron2) registers ``D2NAT``, ``D2DiNAT`` and ``D2DiNAT_s`` (and the legacy
 name ``D2DiNATs``) in Detectron2's ``BACKBONE_REGISTRY``; ``tools/train_m2f.py`` is the
 launcher.

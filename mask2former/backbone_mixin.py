@@ -96,8 +96,8 @@ class D2BackboneMixin:
         missing = [key for key in expected if prefix + key not in state_dict]
         option = f"{self.config_key}.ALLOW_MISSING_WEIGHTS"
         refusal = refuse_missing_weights(
-            prefix or type(self).__name__, missing, len(expected), option,
-            self.allow_missing_weights, _RPB_HINT, logger,
+            type(self).__name__, missing, len(expected), option,
+            self.allow_missing_weights, _RPB_HINT, logger, prefix,
         )  # fmt: skip
         if refusal:
             args[-1].append(refusal)  # torch's errors (after metadata, strict, missing, unexpected)

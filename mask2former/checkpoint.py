@@ -11,6 +11,8 @@ from __future__ import annotations
 from nattk.backbones.weights import d2, read_state_dict
 
 _PATCHED = "_nattk_reads_safetensors"
+#: Deprecated name (before 0.2) of :func:`nattk.backbones.weights.d2.from_official`.
+detectron2_payload = d2.from_official
 
 
 def enable_safetensors_weights() -> None:

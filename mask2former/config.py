@@ -149,6 +149,8 @@ def family_node(cfg, family: str, key: Optional[str] = None) -> tuple[str, Any]:
     declared = [name for name in names if name in cfg.MODEL]
     if not declared:
         adder = f"nattk.mask2former.add_{family}_config(cfg)"
+        if key:  # a legacy node: only add_nattk_config (or add_dinats_config) declares it
+            adder = "nattk.mask2former.add_nattk_config(cfg)"
         if len(names) == 1:
             raise ValueError(
                 f"MODEL.{names[0]} is not declared: call {adder} before merging a yaml"

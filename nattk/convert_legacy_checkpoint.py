@@ -90,5 +90,6 @@ def main(argv: Optional[list] = None) -> None:
         ignore_pkg_resources_warning()
         print(check_against_config(converted["state_dict"], args.config, args.allow_missing))
     dst = Path(args.dst)
-    write_checkpoint(converted, dst)  # an existing dst stays as it was if this fails
+    # An existing dst stays as it was if this fails; meta may hold NumPy scalars.
+    write_checkpoint(converted, dst, "torch", weights_only=False)
     print(f"wrote {len(converted['state_dict'])} tensors to {dst}", file=sys.stderr)

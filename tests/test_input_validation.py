@@ -13,7 +13,7 @@ from nattk.backbones import create_model
 @pytest.mark.parametrize(
     "name, kwargs, message",
     [
-        ("nat_mini", dict(dilations="cocoo"), r"unknown dilation preset 'cocoo' for nat; choose from \['ade20k512'"),
+        ("nat_mini", dict(dilations="cocoo"), r"unknown dilation preset 'cocoo' for nat_mini; choose from \['ade20k512'"),
         ("nat_mini", dict(dilations=[[1, 2, 1], [1] * 4, [1] * 6, [1] * 5]), r"NAT has dilation 1 everywhere.*dinat_\*"),
         ("dinat_mini", dict(dilations="cocoo"), r"unknown dilation preset 'cocoo' for dinat; choose from"),
         ("dinat_mini", dict(out_indices=(9,)), r"out_indices \(9,\) must be a non-empty subset of 0..3"),
@@ -43,9 +43,10 @@ def test_the_core_nat_class_refuses_dilations_naming_dinat():
             num_heads=[1, 2, 4, 8],
             dilations=[[1], [2], [1, 1], [1]],
         )
-    assert NAT(
+    model = NAT(
         embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], dilations=[[1], [1], [1, 1], [1]]
     )
+    assert {b.attn.dilation for level in model.levels for b in level.blocks} == {(1, 1)}
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
@@ -62,7 +63,7 @@ def test_an_integer_image_is_refused_with_what_to_do(dtype):
         (dict(kernel_size=6), r"kernel_size must be odd and positive, got 6"),
         (
             dict(variant="nat_mini", dilations="cocoo"),
-            r"unknown dilation preset 'cocoo' for nat;",
+            r"unknown dilation preset 'cocoo' for nat_mini",
         ),
         (dict(dilations=[[1], [1], [1], [1]]), r"expected lengths \[3, 4, 18, 5\]"),
     ],

@@ -15,7 +15,7 @@ import pytest
 import torch
 from hf_helpers import HAVE_TRANSFORMERS, MANIFEST, SKIP_REASON, fixture
 
-from nattk.backbones import create_model
+from nattk.backbones import VARIANTS, create_model
 from nattk.backbones.weights import (
     LAYOUTS,
     PRETRAINED,
@@ -29,6 +29,7 @@ from nattk.backbones.weights import (
     read_state_dict,
     toolkit,
     write_checkpoint,
+    write_layout,
 )
 from nattk.backbones.weights import d2 as detectron2
 from nattk.backbones.weights.hub import cached_file
@@ -153,7 +154,7 @@ def test_the_legacy_openmmlab_wrapping_becomes_mmengine_meta():
 
 
 def test_a_detectron2_pkl_is_read_without_unpickling_objects(dinat_state, tmp_path):
-    path = write_checkpoint(detectron2.from_official(dinat_state), tmp_path / "w.pkl")
+    path = write_checkpoint(detectron2.from_official(dinat_state), tmp_path / "w.pkl", "pickle")
     assert _equal(read_state_dict(path), dinat_state)
 
     evil = tmp_path / "evil.pkl"  # anything but arrays and containers must be refused
@@ -167,13 +168,14 @@ def test_a_write_that_fails_its_check_leaves_the_existing_file(dinat_state, tmp_
     dst = tmp_path / f"existing{suffix}"
     dst.write_bytes(b"an older conversion")
     obj = detectron2.from_official(dinat_state) if suffix == ".pkl" else dinat_state
+    file_format = {".pth": "torch", ".pkl": "pickle", ".safetensors": "safetensors"}[suffix]
 
     def refuse(written):
         assert written  # what was read back from the temporary file
         raise RuntimeError("does not read back")
 
     with pytest.raises(RuntimeError, match="does not read back"):
-        write_checkpoint(obj, dst, verify=refuse)
+        write_checkpoint(obj, dst, file_format, verify=refuse)
     assert dst.read_bytes() == b"an older conversion"
     assert [p.name for p in tmp_path.iterdir()] == [dst.name]
 
@@ -237,4 +239,93 @@ def test_a_failed_download_names_the_url_and_where_to_put_the_file(tmp_path, mon
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(RuntimeError, match=r"could not download nat_mini.in1k_224 from https://"):
         create_model("nat_mini", pretrained=True)
-    assert not (tmp_path / "hub" / "checkpoints" / "nat_mini.pth").exists()
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("kernel", [None, 11])
+def test_every_variant_has_one_default_published_file(name, kernel):
+    weights = find_pretrained(name, True, kernel)
+    assert weights.variant == name
+    # An ImageNet-1k classifier when the variant has one, whatever the kernel.
+    own = {w.pretraining for w in PRETRAINED.values() if w.variant == name}
+    assert weights.pretraining == ("in1k" if "in1k" in own else "in22k-ft-in1k")
+
+
+def test_a_tag_of_another_variant_is_refused_before_any_download():
+    with pytest.raises(KeyError, match="holds dinat_large weights, not dinat_tiny"):
+        find_pretrained("dinat_tiny", "dinat_large.in22k_224_k11")
+
+
+# --- the layout through the real classes and readers --------------------------------
+
+
+@pytest.mark.skipif(not HAVE_TRANSFORMERS, reason=SKIP_REASON)
+@pytest.mark.parametrize("layer_scale", [None, 1e-5])
+def test_official_weights_in_the_hugging_face_layout_compute_what_ours_do(layer_scale):
+    """A swapped q/k/v or norm1/norm2 would load (same keys and shapes) and differ here."""
+    from hf_helpers import INPUT_SHAPE, dinat_classes, randomise, small_config, small_model
+
+    classes = dinat_classes()
+    ours = randomise(small_model("dinat", layer_scale, num_classes=5))
+    theirs = classes.ForImageClassification(
+        small_config(classes, "dinat", layer_scale, num_labels=5)
+    ).eval()
+    theirs.load_state_dict(huggingface.from_official(ours.state_dict(), "dinat."), strict=True)
+    x = torch.randn(INPUT_SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x).logits, ours(x), atol=1e-5, rtol=1e-5)
+
+
+def test_the_prefix_picks_the_keys_before_the_layout_is_told():
+    """Keys outside the prefix (here HF-looking ``encoder.*`` ones) play no part."""
+    state = create_model("dinat_mini", num_classes=0, **SMALL).state_dict()
+    wrapped = {
+        "model": {**{f"encoder.{k}": v for k, v in state.items()}, "decoder.x": torch.ones(1)}
+    }
+    assert detect_layout(wrapped, prefix="encoder") == "official"
+    assert _equal(read_state_dict(wrapped, prefix="encoder"), state)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("suffix", [".pth", ".pkl", ".bin"])
+def test_each_layout_written_reads_back_through_the_readers_users_get(
+    dinat_state, tmp_path, layout, suffix
+):
+    options = {
+        "huggingface": {"model_prefix": "dinat."},
+        "openmmlab_legacy": {"meta": {"mmcv_version": "1.4.0"}},
+    }.get(layout, {})
+    path = write_layout(dinat_state, layout, tmp_path / f"w{suffix}", **options)
+    assert detect_layout(load_checkpoint_file(path)) == layout
+    assert _equal(read_state_dict(path), dinat_state)
+
+
+def test_safetensors_take_flat_layouts_and_refuse_nested_ones(dinat_state, tmp_path):
+    path = write_layout(dinat_state, "official", tmp_path / "w.safetensors", "safetensors")
+    assert _equal(read_state_dict(path), dinat_state)
+    with pytest.raises(ValueError, match="holds flat tensors only"):
+        write_layout(dinat_state, "toolkit", tmp_path / "t.safetensors", "safetensors")
+    assert not (tmp_path / "t.safetensors").exists()
+
+
+def test_a_torch_file_named_pkl_still_loads(dinat_state, tmp_path):
+    torch.save({"state_dict": dinat_state}, tmp_path / "converted.pkl")
+    assert _equal(read_state_dict(tmp_path / "converted.pkl"), dinat_state)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_pkl_files_of_every_pickle_protocol_are_read_without_trust(tmp_path, protocol):
+    import numpy as np
+
+    arrays = collections.OrderedDict(
+        a=np.arange(6, dtype=np.float32).reshape(2, 3),
+        b=np.ones(3, np.float16),
+        c=np.arange(4, dtype=np.int64)[::2],  # not contiguous
+    )
+    path = tmp_path / "zoo.pkl"
+    path.write_bytes(pickle.dumps({"model": arrays, "__author__": "x"}, protocol=protocol))
+    state = read_state_dict(path)
+    assert {k: v.dtype for k, v in state.items()} == {
+        "a": torch.float32, "b": torch.float16, "c": torch.int64
+    }  # fmt: skip
+    assert torch.equal(state["c"], torch.tensor([0, 2]))

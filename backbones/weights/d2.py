@@ -15,6 +15,8 @@ from .official import unwrap
 
 StateDict = dict[str, torch.Tensor]
 NAME = "detectron2"
+#: How :func:`~.layouts.write_layout` stores it (Detectron2 reads ``.pkl`` as a plain pickle).
+FILE_FORMAT = "pickle"
 AUTHOR = "nat-toolkit"
 
 
@@ -23,7 +25,7 @@ def _is_array(value: object) -> bool:
     return type(value).__module__ == "numpy" and type(value).__name__ == "ndarray"
 
 
-def detect(obj: object) -> bool:
+def detect(obj: object, prefix: Optional[str] = None) -> bool:
     """Whether ``obj`` is a model-zoo payload (``"model"`` holding NumPy arrays)."""
     model = obj.get("model") if isinstance(obj, Mapping) else None
     return isinstance(model, Mapping) and any(_is_array(v) for v in model.values())
@@ -31,10 +33,12 @@ def detect(obj: object) -> bool:
 
 def to_official(obj: Mapping, prefix: Optional[str] = None) -> StateDict:
     """The official state dict of a payload (its arrays as tensors, ``backbone.`` removed)."""
-    tensors = {
-        key: torch.as_tensor(value) if _is_array(value) else value
-        for key, value in obj["model"].items()
-    }
+    tensors = {}
+    for key, value in obj["model"].items():
+        try:
+            tensors[key] = torch.as_tensor(value) if _is_array(value) else value
+        except TypeError as error:  # an object or structured array
+            raise ValueError(f"{key}: a {value.dtype} array is not a tensor ({error})") from error
     return unwrap(tensors, prefix)
 
 

@@ -24,6 +24,7 @@ from .official import unwrap
 
 StateDict = dict[str, torch.Tensor]
 NAME = "huggingface"
+FILE_FORMAT = "torch"  # pytorch_model.bin; flat, so .safetensors works too
 #: The weight files of a model folder, in the order they are looked for.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 MODEL_PREFIXES = ("nat.", "dinat.")
@@ -78,10 +79,10 @@ _OFFICIAL_GAMMA = re.compile(r"^levels\.(\d+)\.blocks\.(\d+)\.gamma([12])$")
 _OFFICIAL_DENSE_NORM = re.compile(r"^norm(\d+)\.(weight|bias)$")
 
 
-def detect(obj: object) -> bool:
-    """Whether ``obj`` holds Hugging Face NAT/DiNAT keys (flat or wrapped)."""
+def detect(obj: object, prefix: Optional[str] = None) -> bool:
+    """Whether ``obj`` holds Hugging Face NAT/DiNAT keys (flat or wrapped, under ``prefix``)."""
     try:
-        return any(key.startswith(_PREFIXES) for key in unwrap(obj))
+        return any(key.startswith(_PREFIXES) for key in unwrap(obj, prefix))
     except ValueError:
         return False
 

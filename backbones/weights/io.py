@@ -27,16 +27,24 @@ from .files import atomic_output
 StateDict = dict[str, torch.Tensor]
 PathType = Union[str, PathLike]
 
-#: What a Detectron2 ``.pkl`` may hold: NumPy arrays and dtypes; everything else is refused.
+#: What a Detectron2 ``.pkl`` may hold: NumPy arrays, dtypes and scalars (as pickle
+#: protocols 2 to 5 and NumPy 1 and 2 name them) in plain containers; all else is refused.
 _PICKLE_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
+    *(
+        (f"numpy.{core}.multiarray", name)
+        for core in ("core", "_core")
+        for name in ("_reconstruct", "scalar")
+    ),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
     ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # protocol 2 written by Python 3: bytes as latin-1 text
 }
+#: Pickle protocol of the ``.pkl`` files written here (readable from Python 3.4 on).
+PICKLE_PROTOCOL = 4
+#: The file formats :func:`write_checkpoint` writes.
+FORMATS = ("torch", "pickle", "safetensors")
 
 
 def check_checkpoint_file(path: PathType) -> None:
@@ -89,8 +97,8 @@ def load_checkpoint_file(path: PathType, trust: bool = False) -> object:
     check_checkpoint_file(path)
     if path.suffix == ".safetensors":
         return read_safetensors(path)
-    if path.suffix == ".pkl" and not trust:
-        return _read_numpy_pickle(path)
+    if _is_plain_pickle(path):  # Detectron2's format, whatever the name
+        return _read_pickle(path, trust)
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as error:
@@ -126,11 +134,20 @@ class _NumpyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"GLOBAL {module}.{name}")
 
 
-def _read_numpy_pickle(path: Path) -> object:
-    """A Detectron2 ``.pkl`` (``{"model": {name: ndarray}, ...}``) without arbitrary pickle."""
+def _is_plain_pickle(path: Path) -> bool:
+    """A pickle that ``torch.save`` did not write (it writes a zip archive, or in its legacy
+    format a pickle that starts with a 10-byte magic number: ``0x80 0x02 0x8a 0x0a``)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head[:1] == b"\x80" and head[2:4] != b"\x8a\x0a"
+
+
+def _read_pickle(path: Path, trust: bool = False) -> object:
+    """A Detectron2 ``.pkl`` (``{"model": {name: ndarray}, ...}``); arbitrary objects only if ``trust``."""
+    unpickler = pickle.Unpickler if trust else _NumpyUnpickler
     try:
         with open(path, "rb") as handle:
-            return _NumpyUnpickler(io.BufferedReader(handle), encoding="latin1").load()
+            return unpickler(io.BufferedReader(handle), encoding="latin1").load()
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         if found is None:
@@ -169,53 +186,66 @@ def read_safetensors(path: PathType, map_location: object = None) -> StateDict:
         raise ImportError(
             f"reading {path} needs the 'safetensors' package: pip install safetensors"
         ) from error
-    device = "cpu"
-    if isinstance(map_location, (str, torch.device)):
-        device = str(torch.device(map_location))
     try:
-        return safetensors_load_file(str(Path(path).expanduser()), device=device)
+        state = safetensors_load_file(str(Path(path).expanduser()), device="cpu")
     except SafetensorError as error:
         raise ValueError(
             f"{path} is not a valid .safetensors file ({error}); a file written by "
             "torch.save must keep a .pth/.bin name"
         ) from error
+    if isinstance(map_location, (str, torch.device)) and torch.device(map_location).type != "cpu":
+        state = {key: value.to(map_location) for key, value in state.items()}
+    return state
 
 
 def write_checkpoint(
-    obj: object, destination: PathType, verify: Optional[Callable[[object], None]] = None
+    obj: object,
+    destination: PathType,
+    file_format: str = "torch",
+    verify: Optional[Callable[[object], None]] = None,
+    weights_only: bool = True,
 ) -> Path:
-    """Writes ``obj`` by the destination's suffix, atomically, and reads it back.
+    """Writes ``obj`` atomically, then reads it back as the toolkit's readers will.
 
-    ``.safetensors``: a flat ``{name: tensor}`` dict (``safetensors.torch.save_file``);
-    ``.pkl``: a plain pickle (Detectron2's model-zoo format); anything else: ``torch.save``.
-    An existing destination is replaced only once the new file was written and read back.
+    An existing destination is replaced only once the new file was written and read back
+    (with :func:`load_checkpoint_file`'s readers: weights-only ``torch.load``, the
+    NumPy-only unpickler, safetensors), and ``verify`` accepted what came back.
 
     Args:
         obj: What to write.
-        destination: The file.
+        destination: The file (its name does not choose the format).
+        file_format: ``"torch"`` (``torch.save``), ``"pickle"`` (a plain pickle:
+            Detectron2's model-zoo format) or ``"safetensors"`` (a flat ``{name: tensor}``).
         verify: Called with what the file reads back; raises to keep the destination as
             it was. Default: the same top-level keys as ``obj``.
+        weights_only: Read a ``"torch"`` file back weights-only (``False`` for metadata
+            that weights-only loading refuses, e.g. NumPy scalars of an mmcv 1.x ``meta``).
 
     Returns:
         The destination.
 
     Raises:
+        ValueError: Unknown format, or ``"safetensors"`` for anything but flat tensors.
         RuntimeError: The written file does not read back the same keys.
     """
+    if file_format not in FORMATS:
+        raise ValueError(f"unknown checkpoint format {file_format!r}; choose from {FORMATS}")
+    flat = isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values())
+    if file_format == "safetensors" and not flat:
+        raise ValueError("a .safetensors file holds flat tensors only; write this layout as .pth")
     destination = Path(destination)
     with atomic_output(destination) as staging:
-        if destination.suffix == ".safetensors":
+        if file_format == "safetensors":
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in obj.items()}, str(staging))
             written = read_safetensors(staging)
-        elif destination.suffix == ".pkl":
-            staging.write_bytes(pickle.dumps(obj))
-            written = pickle.loads(staging.read_bytes())
+        elif file_format == "pickle":
+            staging.write_bytes(pickle.dumps(obj, protocol=PICKLE_PROTOCOL))
+            written = _read_pickle(staging)
         else:
             torch.save(obj, staging)
-            # Read back whole: the file was just written here (its meta may hold numpy scalars).
-            written = torch.load(staging, map_location="cpu", weights_only=False)
+            written = torch.load(staging, map_location="cpu", weights_only=weights_only)
         if verify is not None:
             verify(written)
         elif isinstance(obj, Mapping) and set(written) != set(obj):

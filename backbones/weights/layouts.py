@@ -25,16 +25,20 @@ LAYOUTS: dict[str, ModuleType] = {
 }
 
 
-def detect_layout(obj: object) -> str:
+def detect_layout(obj: object, prefix: Optional[str] = None) -> str:
     """The name of the first layout of :data:`LAYOUTS` that recognises ``obj``.
 
+    Args:
+        obj: What a checkpoint file holds.
+        prefix: Only the keys under this prefix count (see :func:`read_state_dict`).
+
     Raises:
-        ValueError: None does (``obj`` holds no tensors).
+        ValueError: None does (``obj`` holds no tensors, or none under ``prefix``).
     """
     for name, module in LAYOUTS.items():
-        if module.detect(obj):
+        if module.detect(obj, prefix):
             return name
-    official.unwrap(obj)  # raises the reason: not a mapping, or no tensors
+    official.unwrap(obj, prefix)  # raises the reason: not a mapping, or no tensors
     return official.NAME
 
 
@@ -50,7 +54,7 @@ def read_checkpoint(
         if isinstance(checkpoint, (str, PathLike))
         else checkpoint
     )
-    layout = detect_layout(obj)
+    layout = detect_layout(obj, prefix)
     state = LAYOUTS[layout].to_official(obj, prefix)
     # A Hugging Face dict inside another wrapping (e.g. a toolkit file of HF keys).
     if layout != huggingface.NAME and huggingface.detect(state):
@@ -81,6 +85,7 @@ def write_layout(
     state: Mapping[str, torch.Tensor],
     layout: str,
     destination: Union[str, PathLike],
+    file_format: Optional[str] = None,
     **options,
 ) -> Path:
     """Writes an official state dict in ``layout``, atomically, checked by reading it back.
@@ -88,8 +93,9 @@ def write_layout(
     Args:
         state: Official-layout tensors.
         layout: A name of :data:`LAYOUTS`.
-        destination: The file; its suffix picks the format (see
-            :func:`~.io.write_checkpoint`).
+        destination: The file.
+        file_format: See :func:`~.io.write_checkpoint`; default: the layout's
+            ``FILE_FORMAT`` (a plain pickle for ``detectron2``, ``torch.save`` otherwise).
         **options: For the layout's ``from_official`` (e.g. ``source`` for ``toolkit``).
 
     Raises:
@@ -97,10 +103,11 @@ def write_layout(
         RuntimeError: The file does not read back the tensors written (an existing
             destination is then left as it was).
     """
-    payload = LAYOUTS[layout].from_official(state, **options)
+    module = LAYOUTS[layout]
+    payload = module.from_official(state, **options)
 
     def same_tensors(written: object) -> None:
         if set(read_state_dict(written)) != set(state):
             raise RuntimeError(f"{destination} does not read back the {len(state)} tensors written")
 
-    return write_checkpoint(payload, destination, verify=same_tensors)
+    return write_checkpoint(payload, destination, file_format or module.FILE_FORMAT, same_tensors)

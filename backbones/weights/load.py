@@ -190,6 +190,7 @@ def refuse_missing_weights(
     allowed: bool = False,
     rpb_hint: str = "",
     log: Optional[logging.Logger] = None,
+    location: str = "",
 ) -> Optional[str]:
     """:func:`missing_weights_error` with its outcome decided, for a framework's checkpointer.
 
@@ -201,6 +202,8 @@ def refuse_missing_weights(
         allowed: That setting's value: log a warning instead of refusing.
         rpb_hint: See :func:`missing_weights_error`.
         log: Logger (default: this module's).
+        location: Where the backbone sits (e.g. its state-dict prefix ``backbone.``),
+            for the INFO line about fresh norms (default: ``owner``).
 
     Returns:
         The refusal to raise (or hand to the framework), or ``None``: loading goes on,
@@ -213,5 +216,5 @@ def refuse_missing_weights(
     if message:
         log.warning("%s (allowed by %s)", message, option)
     elif missing:  # ImageNet weights have no norm0..3: they start fresh, as everywhere
-        log.info("%s: new dense-output norms %s initialised fresh", owner, missing)
+        log.info("%s: new dense-output norms %s initialised fresh", location or owner, missing)
     return None

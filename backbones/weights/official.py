@@ -17,6 +17,7 @@ import torch
 
 StateDict = dict[str, torch.Tensor]
 NAME = "official"
+FILE_FORMAT = "torch"
 #: Wrapper keys unwrapped from the outside in (``{"model": {...}}``, ``{"state_dict": ...}``).
 WRAPPERS = ("state_dict", "model", "module")
 #: Keys of the ImageNet classifier (final ``norm`` and ``head``), absent from dense models.
@@ -60,10 +61,10 @@ def unwrap(obj: object, prefix: Optional[str] = None) -> StateDict:
     return state
 
 
-def detect(obj: object) -> bool:
-    """Whether ``obj`` holds official backbone keys (flat or wrapped)."""
+def detect(obj: object, prefix: Optional[str] = None) -> bool:
+    """Whether ``obj`` holds official backbone keys (flat or wrapped, under ``prefix``)."""
     try:
-        return any(_BACKBONE_KEY.match(key) for key in unwrap(obj))
+        return any(_BACKBONE_KEY.match(key) for key in unwrap(obj, prefix))
     except ValueError:
         return False
 

@@ -16,11 +16,12 @@ from .official import unwrap
 
 StateDict = dict[str, torch.Tensor]
 NAME = "openmmlab_legacy"
+FILE_FORMAT = "torch"
 _LEGACY_META = ("mmcv_version", "mmdet_version", "mmseg_version", "CLASSES")
 _KEEP_META = ("mmdet_version", "mmcv_version", "epoch", "iter", "config")
 
 
-def detect(obj: object) -> bool:
+def detect(obj: object, prefix: Optional[str] = None) -> bool:
     """Whether ``obj`` is an mmcv 1.x runner checkpoint (``state_dict`` + mmcv ``meta``)."""
     if not isinstance(obj, Mapping) or not isinstance(obj.get("state_dict"), Mapping):
         return False
@@ -33,9 +34,13 @@ def to_official(obj: Mapping, prefix: Optional[str] = None) -> StateDict:
     return unwrap(obj, prefix)
 
 
-def from_official(state: Mapping[str, torch.Tensor], meta: Optional[dict] = None) -> dict:
-    """A backbone-only mmcv 1.x checkpoint: ``{"state_dict": {"backbone.*"}, "meta": meta}``."""
-    return {"state_dict": {f"backbone.{k}": v for k, v in state.items()}, "meta": dict(meta or {})}
+def from_official(state: Mapping[str, torch.Tensor], meta: Mapping) -> dict:
+    """A backbone-only mmcv 1.x checkpoint: ``{"state_dict": {"backbone.*"}, "meta": meta}``.
+
+    ``meta`` must name the versions that wrote it (e.g. ``mmcv_version``): they are what
+    tells this layout apart.
+    """
+    return {"state_dict": {f"backbone.{k}": v for k, v in state.items()}, "meta": dict(meta)}
 
 
 def check(obj: object, source: str) -> Mapping:

@@ -137,8 +137,11 @@ def find_pretrained(
             lists the variant's tags).
     """
     if isinstance(pretrained, str) and pretrained in PRETRAINED:
+        if PRETRAINED[pretrained].variant != variant:
+            raise KeyError(
+                f"pretrained={pretrained!r} holds {PRETRAINED[pretrained].variant} weights, not {variant}"
+            )
         return PRETRAINED[pretrained]
-    kernel = kernel_size or 7
     candidates = [w for w in PRETRAINED.values() if w.variant == variant]
     if isinstance(pretrained, str):
         training, _, resolution = pretrained.partition("_")
@@ -147,12 +150,16 @@ def find_pretrained(
             for w in candidates
             if w.pretraining == training and (not resolution or str(w.resolution) == resolution)
         ]
-    if len(candidates) > 1:
-        same_kernel = [w for w in candidates if w.kernel_size == kernel] or candidates
-        candidates = [w for w in same_kernel if w.resolution == 224] or same_kernel
-        for training in ("in1k", "in22k-ft-in1k", "in22k"):  # True: the 1k classifier first
-            if len(candidates) > 1:
-                candidates = [w for w in candidates if w.pretraining == training] or candidates
+    else:  # True: an ImageNet-1k classifier first (the head of a 22k file has 21841 classes)
+        for training in ("in1k", "in22k-ft-in1k", "in22k"):
+            if any(w.pretraining == training for w in candidates):
+                candidates = [w for w in candidates if w.pretraining == training]
+                break
+    # Then weights made for the model's kernel (others would have their rpb resized), then
+    # the 224 px ones.
+    kernel = kernel_size or 7
+    candidates = [w for w in candidates if w.kernel_size == kernel] or candidates
+    candidates = [w for w in candidates if w.resolution == 224] or candidates
     if len(candidates) != 1:
         tags = sorted(w.tag for w in PRETRAINED.values() if w.variant == variant)
         found = "several" if candidates else "none"

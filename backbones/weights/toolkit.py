@@ -14,10 +14,11 @@ from .official import unwrap
 
 StateDict = dict[str, torch.Tensor]
 NAME = "toolkit"
+FILE_FORMAT = "torch"
 CONVERTED_BY = "nat-toolkit"
 
 
-def detect(obj: object) -> bool:
+def detect(obj: object, prefix: Optional[str] = None) -> bool:
     """Whether ``obj`` was written by this toolkit's converter (``meta.converted_by``)."""
     meta = obj.get("meta") if isinstance(obj, Mapping) else None
     return isinstance(meta, Mapping) and meta.get("converted_by") == CONVERTED_BY
