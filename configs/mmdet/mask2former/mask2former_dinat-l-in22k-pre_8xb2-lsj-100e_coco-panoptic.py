@@ -5,7 +5,7 @@
 # embeddings (rpb *is* decayed, as in Detectron2), full-model grad clip 0.01, FP32,
 # 16 images per step for 100 epochs (737,500 iterations, steps at 655,556 / 710,184).
 _base_ = 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py'
-from nattk.backbones.pretrained import pretrained_url  # noqa: E402
+from nattk.backbones.weights import pretrained_url  # noqa: E402
 
 custom_imports = dict(imports=['nattk.detection'], allow_failed_imports=False)
 

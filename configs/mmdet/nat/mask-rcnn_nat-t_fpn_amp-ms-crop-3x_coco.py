@@ -2,7 +2,7 @@ _base_ = [
     '../_base_/models/mask-rcnn_nat_fpn.py',
     '../_base_/coco-instance_amp-ms-crop-3x.py',
 ]
-from nattk.backbones.pretrained import pretrained_url  # noqa: E402
+from nattk.backbones.weights import pretrained_url  # noqa: E402
 
 # ImageNet weights the published model started from.
 pretrained = pretrained_url('nat_tiny.in1k_224')

@@ -2,6 +2,6 @@
 _base_ = './upernet_dinat_ade20k-512x512_amp-160k.py'
 
 model = dict(
-    backbone=dict(type='DiNATs'),
+    backbone=dict(type='DiNAT_s'),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))

@@ -1,5 +1,5 @@
 _base_ = '../_base_/upernet_dinats_ade20k-512x512_amp-160k.py'
-from nattk.backbones.pretrained import pretrained_url  # noqa: E402
+from nattk.backbones.weights import pretrained_url  # noqa: E402
 
 # ImageNet weights the published model started from.
 pretrained = pretrained_url('dinat_s_base.in1k_224')

@@ -1,5 +1,5 @@
 _base_ = '../_base_/upernet_dinats_ade20k-512x512_amp-160k.py'
-from nattk.backbones.pretrained import pretrained_url  # noqa: E402
+from nattk.backbones.weights import pretrained_url  # noqa: E402
 
 # The official file is named "640x640" but inherits the 512x512 ADE20K pipeline
 # unchanged; only its dilations (the 'ade20k640' preset: 20/10/5/2) were set for

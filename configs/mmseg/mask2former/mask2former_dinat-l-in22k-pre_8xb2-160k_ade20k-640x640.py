@@ -7,7 +7,7 @@
 # Detectron2), single-category crop limit off, grad clip 0.01,
 # FP32, 160k iterations of poly (0.9) at 16 images per step.
 _base_ = 'mmseg::mask2former/mask2former_swin-b-in1k-384x384-pre_8xb2-160k_ade20k-640x640.py'
-from nattk.backbones.pretrained import pretrained_url  # noqa: E402
+from nattk.backbones.weights import pretrained_url  # noqa: E402
 
 custom_imports = dict(imports=['nattk.segmentation'], allow_failed_imports=False)
 

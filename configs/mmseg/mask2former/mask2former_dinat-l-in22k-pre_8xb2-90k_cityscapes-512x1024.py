@@ -6,7 +6,7 @@
 # optimiser settings, FP32,
 # 90k iterations of poly (0.9) at 16 images per step.
 _base_ = 'mmseg::mask2former/mask2former_r50_8xb2-90k_cityscapes-512x1024.py'
-from nattk.backbones.pretrained import pretrained_url  # noqa: E402
+from nattk.backbones.weights import pretrained_url  # noqa: E402
 
 custom_imports = dict(imports=['nattk.segmentation'], allow_failed_imports=False)
 
