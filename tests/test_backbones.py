@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nattk.backbones import weights as ckpt
-from nattk.backbones.nat import NAT, DiNATs
+from nattk.backbones.nat import NAT, DiNAT_s
 from nattk.backbones.variants import VARIANTS, create_model, dilation_preset
 
 # Reference values (nat_dinat.md §2.2, §3): (embed, depths, heads, mlp, layer_scale),
@@ -362,7 +362,7 @@ def test_bad_arguments_raise_clear_errors():
         model(torch.randn(1, 1, 32, 32))
 
 
-def test_dinats_pads_inputs_not_divisible_by_four():
-    model = DiNATs(16, (1, 1, 1, 1), (1, 1, 2, 2), num_classes=0, drop_path_rate=0.0).eval()
+def test_dinat_s_pads_inputs_not_divisible_by_four():
+    model = DiNAT_s(16, (1, 1, 1, 1), (1, 1, 2, 2), num_classes=0, drop_path_rate=0.0).eval()
     outs = model(torch.randn(1, 3, 30, 45))
     assert [tuple(o.shape[-2:]) for o in outs] == [(8, 12), (4, 6), (2, 3), (1, 2)]

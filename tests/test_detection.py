@@ -117,12 +117,12 @@ def test_pretrained_alias_and_errors():
 
 def test_init_cfg_loads_strictly(tmp_path):
     init_default_scope("mmdet")
-    source = MODELS.build(dict(type="DiNATs", arch="tiny", dilations="coco"))
+    source = MODELS.build(dict(type="DiNAT_s", arch="tiny", dilations="coco"))
     state = {f"backbone.{k}": v for k, v in source.state_dict().items()}
     full = tmp_path / "detector.pth"
     torch.save({"state_dict": state}, full)
     model = MODELS.build(
-        dict(type="DiNATs", arch="tiny", init_cfg=dict(type="Pretrained", checkpoint=str(full)))
+        dict(type="DiNAT_s", arch="tiny", init_cfg=dict(type="Pretrained", checkpoint=str(full)))
     )
     model.init_weights()
     assert model.load_report.loaded == model.load_report.total
@@ -131,7 +131,7 @@ def test_init_cfg_loads_strictly(tmp_path):
     no_rpb = tmp_path / "no_rpb.pth"
     torch.save({k: v for k, v in state.items() if not k.endswith("rpb")}, no_rpb)
     model = MODELS.build(
-        dict(type="DiNATs", arch="tiny", init_cfg=dict(type="Pretrained", checkpoint=str(no_rpb)))
+        dict(type="DiNAT_s", arch="tiny", init_cfg=dict(type="Pretrained", checkpoint=str(no_rpb)))
     )
     with pytest.raises(ValueError, match="lacks 12 of the model's tensors"):
         model.init_weights()

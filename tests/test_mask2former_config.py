@@ -15,7 +15,7 @@ import torch
 import yaml
 from yacs.config import CfgNode
 
-from nattk.backbones import NAT, DiNAT, DiNATs, create_model, dilation_preset
+from nattk.backbones import NAT, DiNAT, DiNAT_s, create_model, dilation_preset
 from nattk.mask2former.backbone_mixin import D2BackboneMixin
 from nattk.mask2former.config import (
     CONFIG_KEYS,
@@ -56,7 +56,7 @@ class _ProbeDiNAT(D2BackboneMixin, DiNAT):
     """The mixin on the real core class (Detectron2's Backbone adds only ABC plumbing)."""
 
 
-class _ProbeDiNATs(D2BackboneMixin, DiNATs):
+class _ProbeDiNAT_s(D2BackboneMixin, DiNAT_s):
     pass
 
 
@@ -159,7 +159,7 @@ def test_mixin_reads_out_features_frozen_stages_layer_scale_and_channels():
 
 
 def test_mixin_serves_dinat_s_from_its_own_keys():
-    model = _ProbeDiNATs(_cfg("dinat_s", DILATIONS=[[1], [1], [1, 2], [1]]), None)
+    model = _ProbeDiNAT_s(_cfg("dinat_s", DILATIONS=[[1], [1], [1, 2], [1]]), None)
     assert "layers.0.blocks.0.attn.rpb" in model.state_dict()
     assert model.feature_shapes()["res5"] == (128, 32)
 
@@ -190,7 +190,7 @@ def test_bad_config_values_fail_with_the_key_named(overrides, message):
 
 @pytest.mark.parametrize("family", ["nat", "dinat", "dinat_s"])
 def test_core_errors_name_the_key_of_each_family(family):
-    probe = {"nat": _ProbeNAT, "dinat": _ProbeDiNAT, "dinat_s": _ProbeDiNATs}[family]
+    probe = {"nat": _ProbeNAT, "dinat": _ProbeDiNAT, "dinat_s": _ProbeDiNAT_s}[family]
     key = f"MODEL.{CONFIG_KEYS[family]}"
     with pytest.raises(ValueError, match=rf"^{key}\.NUM_HEADS, {key}\.DEPTHS: ") as raised:
         probe(_cfg(family, NUM_HEADS=[1, 2, 4]), None)

@@ -17,7 +17,7 @@ pytest.importorskip("mmseg")
 
 from mmseg.registry import MODELS  # noqa: E402
 
-import nattk.segmentation  # noqa: E402,F401  (registers NAT, DiNAT, DiNATs)
+import nattk.segmentation  # noqa: E402,F401  (registers NAT, DiNAT, DiNAT_s)
 
 CONFIG_DIR = REPO / "configs" / "mmseg"
 UPERNET_CONFIGS = sorted(
