@@ -86,7 +86,7 @@ FAMILIES: dict[str, type[NeighborhoodTransformer]] = {c.family: c for c in (NAT,
 
 
 def dilation_preset(
-    family: str, preset: str, depths, name: Optional[str] = None
+    family: str, preset: str, depths, variant: Optional[str] = None
 ) -> list[list[int]]:
     """Expands a named preset to one dilation per block of ``depths``.
 
@@ -94,7 +94,8 @@ def dilation_preset(
         family: ``"nat"``, ``"dinat"`` or ``"dinat_s"``.
         preset: A name of ``DILATION_PRESETS[family]``.
         depths: Blocks per level.
-        name: The model, for the message (default: the family).
+        variant: The model (``"nat_mini"``). A refused NAT preset names it, since NAT's
+            presets mean something else than DiNAT's; other refusals name the family.
 
     Raises:
         ValueError: Unknown family or preset.
@@ -103,9 +104,10 @@ def dilation_preset(
     if table is None:
         raise ValueError(f"unknown backbone family {family!r}; choose from {sorted(FAMILIES)}")
     if preset not in table:
-        note = " (all mean dilation 1 for a NAT model)" if family == _NAT else ""
+        nat = family == _NAT
+        note = " (all mean dilation 1 for a NAT model)" if nat else ""
         raise ValueError(
-            f"unknown dilation preset {preset!r} for {name or family}; "
+            f"unknown dilation preset {preset!r} for {(nat and variant) or family}; "
             f"choose from {sorted(table)}{note}"
         )
     return [(pattern * depth)[:depth] for pattern, depth in zip(table[preset], depths)]
@@ -155,9 +157,8 @@ def variant_kwargs(
     if isinstance(dilations, str):
         if "depths" not in options:
             raise ValueError(f"dilation preset {dilations!r} needs arch or depths")
-        # A NAT model is named by its variant (its presets differ from DiNAT's in meaning).
-        name = f"{family}_{arch}" if family == _NAT and arch else None
-        dilations = dilation_preset(family, dilations, options["depths"], name)
+        variant = f"{family}_{arch}" if arch else None
+        dilations = dilation_preset(family, dilations, options["depths"], variant)
     options["dilations"] = dilations
     return options
 

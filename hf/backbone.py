@@ -143,9 +143,7 @@ class NattkBackboneConfig(BackboneConfigMixin, PreTrainedConfig):
         family = VARIANTS[self.variant].family
         dilations = self.dilations
         if isinstance(dilations, str):
-            dilations = dilation_preset(
-                family, dilations, depths, self.variant if family == "nat" else None
-            )
+            dilations = dilation_preset(family, dilations, depths, self.variant)
         FAMILIES[family]._check_dilations(dilations, depths)
 
     def core_kwargs(self) -> dict:

@@ -77,7 +77,8 @@ class _OpenMMLabMixin:
             if cfg:
                 return super().init_weights()
             log, name = MMLogger.get_current_instance(), type(self).__name__
-            return log.info(f"{name}: no pretrained checkpoint, training from scratch")
+            log.info(f"{name}: no pretrained checkpoint, training from scratch")
+            return
         self.load_report = self.load_checkpoint(
             cfg["checkpoint"], cfg.get("prefix"), cfg.get("allow_missing", False)
         )

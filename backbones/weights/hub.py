@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -52,6 +51,6 @@ def load_published(
         trust: Unpickle arbitrary objects (see :func:`~.io.load_checkpoint_file`).
         progress: Show a download progress bar.
     """
-    path: Optional[Path] = cached_file(weights, progress=progress)
+    path = cached_file(weights, progress=progress)
     logger.info("%s: loading %s (%s)", type(model).__name__, weights.tag, path)
     return load_pretrained(model, path, trust=trust)
